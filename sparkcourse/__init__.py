@@ -1,0 +1,46 @@
+"""sparkcourse: helpers for an autograded AI course on the NVIDIA DGX Spark."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from sparkcourse.profile import Profile, current, grading  # noqa: E402
+
+__all__ = ["Profile", "__version__", "current", "grading", "setup"]
+
+_BANNER_PACKAGES = ("torch", "numpy", "transformers", "numba", "nbgrader")
+
+
+def setup(seed: int = 0, quiet: bool = False) -> Profile:
+    """Seed the RNGs, pick the profile and print device, profile and versions. Run first in every notebook."""
+    import importlib.metadata as md
+    import os
+    import random
+
+    import numpy as np
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    prof = current()
+    if not quiet:
+        from sparkcourse.gpu import detect
+
+        versions = []
+        for name in _BANNER_PACKAGES:
+            try:
+                versions.append(f"{name} {md.version(name)}")
+            except md.PackageNotFoundError:
+                versions.append(f"{name} (missing)")
+        print(f"device  : {detect().describe()}")
+        print(f"profile : {prof.name}{' (grading)' if grading() else ''}")
+        print(f"versions: {', '.join(versions)}")
+    return prof

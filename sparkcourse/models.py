@@ -1,0 +1,82 @@
+"""Causal LMs that exist offline (a tiny chat Llama shipped as package data); hub model ids on a Spark."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from sparkcourse.profile import current
+
+TINY_LM_PATH = Path(__file__).resolve().parent / "data" / "tiny_lm"
+
+
+def load_tiny_lm(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The course's tiny chat Llama and its tokenizer, from package data (no network), in eval mode."""
+    return _load(TINY_LM_PATH, local_files_only=True, dtype=dtype)
+
+
+def load_lm(
+    model_id_or_path: str | os.PathLike | None = None, **kw
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A local folder in any profile, a hub model id in the ``spark`` profile, and otherwise the tiny model.
+
+    ``kw`` goes to ``AutoModelForCausalLM.from_pretrained`` (``dtype``, ``device_map``, ...).
+    """
+    if model_id_or_path is not None and Path(model_id_or_path).is_dir():
+        return _load(Path(model_id_or_path), local_files_only=True, **kw)
+    if model_id_or_path is not None and current().is_spark:
+        return _load(str(model_id_or_path), **kw)
+    return _load(TINY_LM_PATH, local_files_only=True, **kw)
+
+
+def _load(source: str | Path, **kw) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer with the Auto classes; the model comes back in eval mode."""
+    tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=kw.get("local_files_only", False))
+    model = AutoModelForCausalLM.from_pretrained(str(source), **kw)
+    return model.eval(), tokenizer
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, user_text: str) -> str:
+    """One user turn rendered with the tokenizer's chat template, ending where the assistant's answer starts."""
+    messages = [{"role": "user", "content": user_text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+) -> list[str]:
+    """Greedy answers (stripped text, special tokens removed) to user prompts, in left-padded batches."""
+    was_training, padding_side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    answers: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            texts = [chat_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return answers
+
+
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int = 32) -> str:
+    """The model's greedy answer to one user prompt, through the chat template."""
+    return generate_batch(model, tokenizer, [prompt], max_new_tokens=max_new_tokens)[0]

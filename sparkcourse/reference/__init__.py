@@ -1,0 +1,1 @@
+"""Instructor-only reference solutions, one module per assignment. Never shipped to students (see ``bundle``)."""
