@@ -126,7 +126,7 @@ def param_count(cfg: Mapping) -> ParamCount:
         moe_layers = layers - dense_layers
         expert = swiglu * cfg["moe_intermediate_size"]
         n_exp, k, n_shared = cfg["n_routed_experts"], cfg["num_experts_per_tok"], cfg["n_shared_experts"]
-        router = n_exp * h + n_exp  # gate weight and its score-correction bias
+        router = n_exp * h  # the gate (its score-correction bias is a buffer in transformers)
         base = (embed + norms + layers * _mla_attention(cfg) + dense_layers * swiglu * cfg["intermediate_size"]
                 + moe_layers * (router + n_shared * expert))
         return ParamCount(base + moe_layers * n_exp * expert, base + moe_layers * k * expert)

@@ -7,10 +7,26 @@ the block, x fastest, 32 per warp) at the same bytecode instruction, for the sam
 instruction in each thread (so loop iterations form separate requests, and threads that skip a branch
 simply take no part in its requests, as with masked lanes).
 
+Metrics, per warp-wide request:
+
+* global: ``sectors`` = distinct 32-byte sectors touched; ``ideal`` = ceil(distinct bytes requested / 32);
+  efficiency = sum(ideal) / sum(sectors) over the selected requests (1.0 = perfectly coalesced).
+* shared: ``wavefronts`` = the most distinct 4-byte words that fall in one of the 32 banks (several lanes
+  on one word are a broadcast); ``ideal`` = ceil(distinct words / 32); extra = wavefronts - ideal; the
+  degree is ceil(wavefronts / ideal), the usual "N-way" conflict for 4-byte data. Atomics are left out.
+* races: within one block and one barrier interval (the accesses between two ``syncthreads()`` of each
+  thread), a shared location written by one thread and read or written by another; an atomic update
+  counts as a write against plain accesses but never races with other atomics.
+
 Addresses model ``cudaMalloc``: each allocation (the numpy buffer that owns the data) is taken to start
 on a fresh 256-byte boundary and an element's address is its byte offset from that buffer's start, found
 from the real data pointers, so views, strides, dtypes and C/F order are all accounted for. Shared
 arrays are each taken to start at bank 0.
+
+Not modelled: caches (L1/L2 hits, so repeated or broadcast reads still count their sectors), timing,
+warp divergence cost, instruction replay, local memory (``cuda.local.array`` is not traced), races in
+global memory, bank conflicts of atomics, and intra-warp ordering (threads of a warp are treated like any
+other pair of threads). A device function called from two call sites counts as one instruction.
 """
 
 from __future__ import annotations
@@ -41,6 +57,7 @@ KINDS = (LOAD, STORE, ATOMIC)
 _ALLOC_SHIFT = 40  # allocation k occupies addresses [k << 40, (k + 1) << 40): aligned and disjoint
 _CONFLICTS = {LOAD: (STORE, ATOMIC), STORE: (STORE, LOAD, ATOMIC), ATOMIC: (STORE, LOAD)}
 _HAZARD = {(STORE, LOAD): "RAW", (ATOMIC, LOAD): "RAW", (LOAD, STORE): "WAR", (LOAD, ATOMIC): "WAR"}
+_VERBS = {LOAD: "read it", STORE: "wrote it", ATOMIC: "updated it atomically"}
 _ATOMICS = ("add", "sub", "and_", "or_", "xor", "inc", "dec", "exch", "max", "min", "nanmax", "nanmin", "cas")
 _SHARED_NAME = re.compile(r"(\w+)\s*=\s*[\w.]*shared\.array\s*\(")
 
@@ -90,15 +107,15 @@ class Race:
     block: tuple[int, int, int]
     threads: tuple[tuple[int, int, int], tuple[int, int, int]]  # threadIdx of the first and second access
     interval: int  # barrier interval: number of syncthreads() the threads had passed
+    accesses: tuple[str, str]  # what the first and the second thread did
 
     def describe(self) -> str:
         """One readable line."""
         index = ", ".join(map(str, self.index))
-        first, second = self.threads
-        what = {"RAW": ("wrote", "read"), "WAR": ("read", "wrote"), "WAW": ("wrote", "wrote")}[self.kind]
+        (first, second), (did_first, did_second) = self.threads, (_VERBS[a] for a in self.accesses)
         return (
-            f"{self.kind} on {self.array}[{index}] in block {self.block}: thread {first} {what[0]}, "
-            f"thread {second} {what[1]}, with no syncthreads() between (after barrier {self.interval})"
+            f"{self.kind} on {self.array}[{index}] in block {self.block}: thread {first} {did_first}, "
+            f"then thread {second} {did_second}, with no syncthreads() between (after barrier {self.interval})"
         )
 
 
@@ -215,6 +232,7 @@ class TraceReport:
                     "index": list(r.index),
                     "block": list(r.block),
                     "threads": [list(t) for t in r.threads],
+                    "accesses": list(r.accesses),
                 }
                 for r in self.races
             ],
@@ -388,7 +406,6 @@ class _Recorder:
         self.sim, self.names = sim, names
         self.seq = itertools.count()  # global order of accesses, only used to label race kinds
         self.instructions: dict[tuple[Any, int], tuple[Any, int]] = {}  # (code, f_lasti) -> instruction
-        self.lock = threading.Lock()
         self.allocations: dict[int, tuple[int, np.ndarray]] = {}  # id(root buffer) -> (number, root)
         self.infos: list[_ArrayInfo] = []
         self.arg_proxies: dict[int, tuple[Any, _Traced | None]] = {}
@@ -401,8 +418,11 @@ class _Recorder:
     def proxy(self, ary: np.ndarray, name: str, position: int | None, space: str) -> _Traced:
         """A recording proxy for ``ary``, addressed from the start of the buffer that owns its memory."""
         root = ary
-        while isinstance(root.base, np.ndarray):
-            root = root.base
+        while True:  # the array that owns the memory (through views and frombuffer)
+            base = root.base.obj if isinstance(root.base, memoryview) else root.base
+            if not isinstance(base, np.ndarray):
+                break
+            root = base
         number, _ = self.allocations.setdefault(id(root), (len(self.allocations) + 1, root))
         offset = ary.__array_interface__["data"][0] - root.__array_interface__["data"][0]
         base = (number << _ALLOC_SHIFT) + offset
@@ -427,17 +447,16 @@ class _Recorder:
                 out[i] = cached[1]
         return tuple(out)
 
-    def shared(self, key: Any, ary: np.ndarray, name: str) -> _Traced:
-        """The recording proxy of one shared allocation."""
-        with self.lock:
-            proxy = self.shared_proxies.get(key)
-            if proxy is None or proxy._ary is not ary:
-                taken = {info.name for info in self.infos}
-                if name in taken:
-                    name = f"{name}@{key[1]}" if isinstance(key, tuple) else f"{name}#{len(self.infos)}"
-                proxy = self.proxy(ary, name, None, "shared")
-                self.shared_proxies[key] = proxy
-            return proxy
+    def shared(self, key: Any, ary: np.ndarray, where: tuple[str, int]) -> _Traced:
+        """The recording proxy of one shared allocation, named after the variable it is assigned to."""
+        proxy = self.shared_proxies.get(key)
+        if proxy is None or proxy._ary is not ary:
+            match = _SHARED_NAME.search(linecache.getline(*where))
+            name = match.group(1) if match else f"shared@{os.path.basename(where[0])}:{where[1]}"
+            if name in {info.name for info in self.infos}:
+                name = f"{name}@{where[1]}"
+            proxy = self.shared_proxies[key] = self.proxy(ary, name, None, "shared")
+        return proxy
 
     def finish_block(self, block: tuple[int, ...]) -> None:
         """Reduce one block's accesses to requests, bank wavefronts and races, then drop them."""
@@ -456,7 +475,7 @@ class _Recorder:
                 else:
                     if kind != ATOMIC:
                         shared_requests[(warp, key, n, info, kind)].append(address)
-                    locations[(address >> _ALLOC_SHIFT, epoch, address)].append((seq, kind, tid, info))
+                    locations[(epoch, address)].append((seq, kind, tid, info))
             thread._mt_records = []
         for (_, _, _, info, kind), addresses in global_requests.items():
             size = info.itemsize
@@ -484,7 +503,7 @@ class _Recorder:
             acc[1] += wavefronts
             acc[2] += ideal
             acc[3] = max(acc[3], -(-wavefronts // ideal))
-        for (_, epoch, address), accesses in locations.items():
+        for (epoch, address), accesses in locations.items():
             if len(accesses) > 1:
                 self._check_race(block, epoch, address, accesses, thread_index)
 
@@ -508,6 +527,7 @@ class _Recorder:
                             block=tuple(int(b) for b in block) + (0,) * (3 - len(block)),
                             threads=(thread_index[other], thread_index[tid]),
                             interval=epoch,
+                            accesses=(earlier, kind),
                         )
                     )
                     return
@@ -602,20 +622,22 @@ class _Simulator:
 
         def shared_array(shared: Any, shape: Any, dtype: Any) -> _Traced:
             dtype = _as_dtype(dtype)
-            if shape == 0:
-                ary = np.frombuffer(
-                    shared._dynshared.data, dtype=dtype, count=shared._dynshared_size // dtype.itemsize
-                )
-                return recorder.shared("dynamic", ary, "dynamic_shared")
             frame = sys._getframe(1)
-            key = (frame.f_code.co_filename, frame.f_lineno)  # the simulator's own key: one array per line
+            where = (frame.f_code.co_filename, frame.f_lineno)  # the simulator's own key: one array per line
             with allocation_lock:
-                ary = shared._allocations.get(key)
-                if ary is None:
-                    ary = shared._allocations[key] = np.empty(shape, dtype)
-            match = _SHARED_NAME.search(linecache.getline(key[0], key[1]))
-            name = match.group(1) if match else f"shared@{os.path.basename(key[0])}:{key[1]}"
-            return recorder.shared(key, ary, name)
+                if shape == 0:  # dynamic shared memory: every such array views the one launch-sized buffer
+                    key: Any = ("dynamic", where, dtype.str)
+                    proxy = recorder.shared_proxies.get(key)
+                    if proxy is not None:
+                        return proxy
+                    count = shared._dynshared_size // dtype.itemsize
+                    ary = np.frombuffer(shared._dynshared.data, dtype=dtype, count=count)
+                else:
+                    key = where
+                    ary = shared._allocations.get(key)
+                    if ary is None:
+                        ary = shared._allocations[key] = np.empty(shape, dtype)
+                return recorder.shared(key, ary, where)
 
         def atomic(name: str, original: Callable) -> Callable:
             def wrapper(api: Any, array: Any, *rest: Any) -> Any:

@@ -101,8 +101,15 @@ def calls_into(fn: Callable, module_name: str) -> bool:
     if code is None:
         return False
     used = names(code)
+    scope = dict(glb)
+    for var, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or (), strict=False):
+        try:
+            scope[var] = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    used |= set(code.co_freevars)
     for name in used:
-        obj = glb.get(name)
+        obj = scope.get(name)
         if obj is None:
             continue
         if isinstance(obj, types.ModuleType):

@@ -1,0 +1,82 @@
+"""Unit tests of the helper package: testing helpers, authoring format, profiles, device facts, redaction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparkcourse import authoring, feedback, gpu, profile, testing
+
+
+def test_check_close_messages():
+    testing.check_close(np.ones(3), np.ones(3))
+    with pytest.raises(testing.CheckFailed, match="shape"):
+        testing.check_close(np.ones(3), np.ones(4))
+    with pytest.raises(testing.CheckFailed, match="first at index 2"):
+        testing.check_close(np.array([1.0, 2.0, 3.5]), np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(testing.CheckFailed, match="None"):
+        testing.check_close(None, np.ones(2))
+    with pytest.raises(testing.CheckFailed, match="ratio to expected: 8"):
+        testing.check_number(16.0, 2.0)
+
+
+def test_calls_into_detects_the_planner():
+    from sparkcourse import capacity
+    from sparkcourse.capacity import bits_per_param as imported
+
+    def direct(fmt):
+        return imported(fmt)
+
+    def via_module(fmt):
+        return capacity.bits_per_param(fmt)
+
+    def own(fmt):
+        return {"bf16": 16.0}[fmt]
+
+    assert testing.calls_into(direct, "sparkcourse.capacity")
+    assert testing.calls_into(via_module, "sparkcourse.capacity")
+    assert not testing.calls_into(own, "sparkcourse.capacity")
+
+
+def test_authoring_parse_and_errors():
+    nb = authoring.parse("# %% markdown\n# # Title\n#\n# text\n\n# %% solution id=a\nx = 1  ### BEGIN SOLUTION\n"
+                         "# %% tests id=t points=2\nassert x == 1\n")
+    assert nb.cells[0].source == "# Title\n\ntext"
+    assert nb.cells[2].metadata["nbgrader"] == {"grade_id": "t", "schema_version": 3, "locked": True,
+                                                "solution": False, "grade": True, "points": 2}
+    with pytest.raises(authoring.AuthoringError, match="points"):
+        authoring.parse("# %% tests id=t\nassert 1\n")
+    with pytest.raises(authoring.AuthoringError, match="duplicate"):
+        authoring.parse("# %% setup id=a\n1\n# %% setup id=a\n2\n")
+    with pytest.raises(authoring.AuthoringError, match="unknown cell kind"):
+        authoring.parse("# %% slides\n1\n")
+
+
+def test_profile_selection(monkeypatch):
+    monkeypatch.setenv("SPARKCOURSE_PROFILE", "spark")
+    assert profile.current().is_spark
+    monkeypatch.setenv("SPARKCOURSE_PROFILE", "tiny")
+    assert profile.current().pick(1, 2) == 1
+    monkeypatch.setenv("SPARKCOURSE_PROFILE", "huge")
+    with pytest.raises(ValueError):
+        profile.current()
+    monkeypatch.delenv("SPARKCOURSE_PROFILE")
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert profile.current().name == "tiny"
+
+
+def test_meminfo_and_spark_detection(tmp_path):
+    f = tmp_path / "meminfo"
+    f.write_text("MemTotal:       127535144 kB\nMemAvailable:   120000000 kB\n")
+    assert gpu.meminfo_bytes("MemTotal", str(f)) == 127535144 * 1024
+    assert gpu.meminfo_bytes("Nope", str(f)) is None
+    assert gpu.is_spark_name("NVIDIA GB10") and not gpu.is_spark_name("NVIDIA H100 80GB HBM3")
+    info = gpu.detect()
+    assert info.kind in ("cpu", "cuda", "spark") and info.describe()
+
+
+def test_strip_hidden_and_short_error():
+    src = "check(1)\n### BEGIN HIDDEN TESTS\nsecret()\n### END HIDDEN TESTS\nafter()"
+    out = feedback.strip_hidden(src)
+    assert "secret" not in out and "after()" in out and "check(1)" in out
+    assert feedback.short_error({"ename": "CheckFailed", "evalue": "\x1b[31mbad\x1b[0m"}) == ["CheckFailed: bad"]

@@ -1,0 +1,103 @@
+"""The class run end to end: sample class scores, feedback without hidden tests, grade table, bundle."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+
+import pytest
+from conftest import ASSIGNMENTS, ROOT, read_json
+
+from sparkcourse import course
+
+
+def _sample_students(a):
+    if not (ROOT / "sample_class" / a / "expected.toml").exists():
+        return []
+    return [(a, s, spec) for s, spec in course.sample_class_spec(ROOT, a)["students"].items()]
+
+
+SAMPLE = [x for a in ASSIGNMENTS for x in _sample_students(a)]
+
+
+@pytest.mark.parametrize("a", ASSIGNMENTS)
+def test_every_week_has_a_sample_class(a):
+    kinds = {spec.get("kind", "answers") for _, _, spec in _sample_students(a)}
+    assert {"answers", "blank"} <= kinds, f"{a}: the sample class needs answered and blank students"
+
+
+@pytest.mark.parametrize(("a", "student", "spec"), SAMPLE, ids=[f"{a}-{s}" for a, s, _ in SAMPLE])
+def test_sample_class_grades_to_expected_scores(graded_course, a, student, spec):
+    results = {(r.assignment, r.student): r for r in graded_course.grade}
+    r = results[(a, student)]
+    if spec.get("kind") == "malformed":
+        assert not r.ok and "malformed" in r.message
+        assert graded_course.table.scores.get(student, {}).get(a) is None
+        return
+    assert r.ok, r.message
+    assert graded_course.table.scores[student][a] == pytest.approx(spec["score"]), (
+        f"{a}/{student}: graded {graded_course.table.scores[student][a]}, expected {spec['score']}")
+
+
+def _hidden_lines(a) -> set[str]:
+    import nbformat
+
+    lines = set()
+    for c in nbformat.read(ROOT / "source" / a / f"{a}.ipynb", as_version=4).cells:
+        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S):
+            lines |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25}
+    return lines
+
+
+@pytest.mark.parametrize("a", ASSIGNMENTS)
+def test_feedback_shows_no_hidden_tests(graded_course, a):
+    import html
+
+    files = list((graded_course.root / "feedback").glob(f"*/{a}/*.html"))
+    assert files, f"{a}: no feedback written"
+    hidden = _hidden_lines(a)
+    visible = set()
+    import nbformat
+
+    for c in nbformat.read(ROOT / "release" / a / f"{a}.ipynb", as_version=4).cells:
+        visible |= {ln.strip() for ln in c.source.splitlines()}
+    secret = hidden - visible
+    for f in files:
+        text = html.unescape(re.sub(r"<[^>]+>", "", f.read_text()))
+        assert "BEGIN HIDDEN TESTS" not in text
+        leaked = [line for line in secret if line in text]
+        assert not leaked, f"{f.relative_to(graded_course.root)} shows hidden test lines: {leaked[:3]}"
+
+
+def test_feedback_keeps_the_failure_message(graded_course):
+    """Redaction keeps the test's own message, so a student still learns what is wrong."""
+    text = (graded_course.root / "feedback" / "bob" / "00-spark-capacity" / "00-spark-capacity.html").read_text()
+    assert "bytes, not bits" in text
+
+
+def test_report_files(graded_course):
+    root = graded_course.root
+    rows = (root / "reports" / "grades.csv").read_text().splitlines()
+    assert rows[0].startswith("student,") and rows[-1].startswith("(max)")
+    assert (root / "reports" / "score_histogram.png").stat().st_size > 1000
+    log = read_json(root / "reports" / "grade.json")
+    assert {r["student"] for r in log} >= {"ada", "blank", "dee"}
+
+
+def test_bundle_has_no_reference_source_or_hidden_tests(graded_course, tmp_path):
+    path = course.bundle(ROOT, tmp_path / "bundle.zip")
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        assert any(n.startswith("release/") and n.endswith(".ipynb") for n in names)
+        assert "sparkcourse/__init__.py" in names
+        assert not [n for n in names if "reference" in n.split("/")], "reference solutions in the bundle"
+        assert not [n for n in names if n.startswith(("source/", "authoring/", "sample_class/", "tests/"))]
+        for n in names:
+            if n.endswith(".ipynb"):
+                text = zf.read(n).decode()
+                assert "BEGIN HIDDEN TESTS" not in text and "### BEGIN SOLUTION" not in text, n
+
+
+def test_a_broken_submission_does_not_stop_the_class(graded_course):
+    graded = [r for r in graded_course.grade if r.ok]
+    assert len(graded) >= len(graded_course.grade) - sum(1 for _, _, s in SAMPLE if s.get("kind") == "malformed")
