@@ -307,6 +307,16 @@ for budget, name, fmt, kvb, batch in ((SPARK_BYTES, "meta-llama/Meta-Llama-3-70B
 ### END HIDDEN TESTS
 
 # %% markdown
+# KV cache per token of each model at FP16 and FP8 (DeepSeek-V3's multi-head latent attention caches a
+# 512-wide latent plus a 64-wide RoPE key per layer instead of full keys and values):
+
+# %%
+for name, cfg in CONFIGS.items():
+    values = capacity.kv_bytes_per_token(cfg, 1)
+    print(f"{name:30s} {values:9,.0f} values/token  FP16 {capacity.kv_bytes_per_token(cfg, 2) / MB:.3f} MB"
+          f"  FP8 {capacity.kv_bytes_per_token(cfg, 1) / MB:.3f} MB")
+
+# %% markdown
 # Memory against context length for Llama-3-70B, per precision of weights and cache, with the Spark's 128 GB:
 
 # %%

@@ -50,7 +50,9 @@ class StepResult:
 
 def nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m nbgrader ARGS`` in the course root, in its own process group, with a time limit."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # nbgrader runs `alembic` and `jupyter` from PATH: put this interpreter's scripts first, venv activated or not.
+    scripts = str(Path(sys.executable).parent)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=scripts + os.pathsep + os.environ.get("PATH", ""))
     env.pop("NBGRADER_EXECUTION", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbgrader", *args], cwd=root, env=env, text=True,
@@ -74,7 +76,10 @@ def _timed(fn):
 
 
 def _nbgrader_errors(out: str) -> list[str]:
-    return [line for line in out.splitlines() if "[ERROR]" in line or "Traceback" in line]
+    """nbgrader's error lines with the traceback before them (it exits 0 on many failures)."""
+    lines = out.splitlines()
+    first = next((i for i, line in enumerate(lines) if "| ERROR]" in line or line.startswith("Traceback")), None)
+    return [] if first is None else lines[first:][-40:]
 
 
 def build(root: Path, only: list[str] | None = None) -> list[StepResult]:
@@ -84,7 +89,7 @@ def build(root: Path, only: list[str] | None = None) -> list[StepResult]:
         proc, secs = _timed(lambda a=a: nbgrader(root, "generate_assignment", a, "--force", "--create"))
         errors = _nbgrader_errors(proc.stdout)
         ok = proc.returncode == 0 and not errors
-        results.append(StepResult(a, None, ok, secs, "\n".join(errors) or proc.stdout[-2000:] if not ok else ""))
+        results.append(StepResult(a, None, ok, secs, "" if ok else ("\n".join(errors) or proc.stdout[-2000:])))
     return results
 
 

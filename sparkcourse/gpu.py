@@ -25,7 +25,7 @@ class DeviceInfo:
     def describe(self) -> str:
         """One line for the set-up banner."""
         gib = self.total_memory_bytes / 2**30
-        mem = "unified CPU+GPU memory" if self.unified else "device memory"
+        mem = "unified CPU+GPU memory" if self.unified else ("system memory" if self.kind == "cpu" else "GPU memory")
         cc = f", sm_{self.compute_capability[0]}{self.compute_capability[1]}" if self.compute_capability else ""
         return f"{self.kind}: {self.name}{cc}, {gib:.1f} GiB {mem}"
 

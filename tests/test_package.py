@@ -80,3 +80,27 @@ def test_strip_hidden_and_short_error():
     out = feedback.strip_hidden(src)
     assert "secret" not in out and "after()" in out and "check(1)" in out
     assert feedback.short_error({"ename": "CheckFailed", "evalue": "\x1b[31mbad\x1b[0m"}) == ["CheckFailed: bad"]
+
+
+def test_setup_numba_selects_the_simulator_without_a_gpu():
+    import subprocess
+    import sys
+
+    code = ("from sparkcourse.gpu import setup_numba; sim = setup_numba(force_simulator=True); "
+            "import numpy as np; from numba import cuda; "
+            "print(sim, cuda.is_available(), type(cuda).__name__, hasattr(np, 'row_stack'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "True" and out.stdout.split()[-1] == "True"
+    late = subprocess.run([sys.executable, "-c", "import numba; from sparkcourse.gpu import setup_numba; "
+                           "setup_numba(force_simulator=True)"], capture_output=True, text=True, timeout=120)
+    assert late.returncode != 0 and "before sparkcourse.gpu.setup_numba" in late.stderr
+
+
+def test_doctor_reports_offline_models(capsys):
+    from sparkcourse.cli import main
+
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert "offline embeddings: all-MiniLM-L6-v2 loads, 384-d" in out
+    assert code == 0, out
