@@ -31,6 +31,8 @@ def setup(seed: int = 0, quiet: bool = False) -> Profile:
     except ImportError:  # pragma: no cover
         pass
     prof = current()
+    if grading():
+        _quiet_stderr_while_grading()
     if not quiet:
         from sparkcourse.gpu import detect
 
@@ -44,3 +46,21 @@ def setup(seed: int = 0, quiet: bool = False) -> Profile:
         print(f"profile : {prof.name}{' (grading)' if grading() else ''}")
         print(f"versions: {', '.join(versions)}")
     return prof
+
+
+def _quiet_stderr_while_grading() -> None:
+    """Send warnings to stdout while grading: nbgrader scores a test cell that wrote to stderr as 0.
+
+    A library's deprecation or performance warning is not the student's mistake; it stays visible in feedback.
+    """
+    import os
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stdout.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = show
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity_error()

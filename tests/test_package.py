@@ -104,3 +104,15 @@ def test_doctor_reports_offline_models(capsys):
     out = capsys.readouterr().out
     assert "offline embeddings: all-MiniLM-L6-v2 loads, 384-d" in out
     assert code == 0, out
+
+
+def test_warnings_go_to_stdout_while_grading():
+    import subprocess
+    import sys
+
+    code = ("import warnings, sparkcourse; sparkcourse.setup(quiet=True); "
+            "warnings.warn('a library deprecation', DeprecationWarning); print('done')")
+    env = {"NBGRADER_EXECUTION": "autograde", "PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "always"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "a library deprecation" in out.stdout and "a library deprecation" not in out.stderr

@@ -1,0 +1,210 @@
+"""Week 05: the corpus snapshot and its questions, the embedding cache, and the reference against libraries."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import faiss
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from sparkcourse import rag_corpus as rc
+from sparkcourse.reference import rag as ref
+
+CORPUS = rc.load_corpus()
+QUESTIONS = rc.load_questions()
+
+
+# --- the snapshot, the question set, the cache ---------------------------------------------------------------
+
+def test_question_set_size_and_unique_ids():
+    assert len(QUESTIONS) >= 100
+    assert len({q["qid"] for q in QUESTIONS}) == len(QUESTIONS)
+    assert len({p["id"] for p in CORPUS}) == len(CORPUS)
+
+
+def test_every_answer_passage_exists_and_holds_its_evidence():
+    by_id = {p["id"]: p for p in CORPUS}
+    for q in QUESTIONS:
+        assert q["answers"], q
+        for pid in q["answers"]:
+            assert pid in by_id, f"{q['qid']}: answer passage {pid} is not in the corpus"
+        assert q["evidence"] in " ".join(by_id[q["answers"][0]]["text"].split()), q["qid"]
+        holders = [p["id"] for p in CORPUS if q["evidence"] in " ".join(p["text"].split())]
+        assert holders == q["answers"], f"{q['qid']}: the evidence is in {holders}, answers say {q['answers']}"
+
+
+def test_questions_file_is_what_the_tool_resolves():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_rag_corpus", ROOT / "tools" / "make_rag_corpus.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.resolve(CORPUS, ROOT / "tools" / "rag_questions.tsv") == QUESTIONS
+
+
+def test_generator_reproduces_passages_of_unchanged_sources():
+    """Where a source file is unchanged since the snapshot, extracting it again gives the same passages."""
+    current = rc.source_texts(ROOT)
+    snap: dict[str, list[dict]] = {}
+    for p in CORPUS:
+        snap.setdefault(p["source"], []).append(p)
+    checked = 0
+    for source, passages in snap.items():
+        text = current.get(source)
+        if text is None or rc.sha(text) != passages[0]["source_sha"]:
+            continue  # the document changed or went away: the snapshot keeps its old text on purpose
+        again = [{**p, "source_sha": rc.sha(text)} for p in rc.extract_passages(text, source)]
+        assert again == passages, f"{source}: the generator no longer reproduces the snapshot"
+        checked += 1
+    assert checked >= 1, "no source of the snapshot is unchanged: regenerate with tools/make_rag_corpus.py"
+
+
+def test_extract_passages_keeps_all_text_and_respects_headings():
+    md = "# A\n\none two.\n\nthree four.\n\n## B\n\n```\ncode\n\nblock\n```\n\n" + " ".join(["w"] * 100) + "\n\nend."
+    ps = rc.extract_passages(md, "doc", max_words=20)
+    assert [p["id"] for p in ps] == [f"doc:{i:03d}" for i in range(len(ps))]
+    assert ps[0]["title"] == "A" and ps[0]["text"] == "one two.\n\nthree four."
+    assert ps[1]["title"] == "A > B" and "code\n\nblock" in ps[1]["text"]
+    words = " ".join(p["text"] for p in ps).split()
+    assert words == " ".join(line for line in md.splitlines() if not line.startswith("#")).split()
+
+
+def test_embedding_cache_matches_corpus_and_is_unit_length():
+    sets = rc.embedding_sets(CORPUS, QUESTIONS)
+    with np.load(rc.CACHE_FILE) as z:
+        for name, texts in sets.items():
+            assert str(z[f"{name}__hash"]) == rc.texts_hash(texts), f"cache for {name} is stale"
+            assert z[name].shape == (len(texts), 384) and z[name].dtype == np.float16
+            norms = np.linalg.norm(z[name].astype(np.float32), axis=1)
+            assert np.allclose(norms, 1, atol=5e-3)
+
+
+def test_cache_miss_recomputes_and_writes(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(rc, "embed", lambda texts, model=None: calls.append(len(texts)) or np.ones((len(texts), 3)))
+    cache = tmp_path / "c.npz"
+    a = rc.cached_embeddings("x", ["one", "two"], cache)
+    b = rc.cached_embeddings("x", ["one", "two"], cache)
+    assert calls == [2] and np.array_equal(a, b)
+    rc.cached_embeddings("x", ["one", "three"], cache)
+    assert calls == [2, 2], "a changed text must invalidate the cache"
+
+
+def test_cached_embeddings_agree_with_minilm():
+    model = rc.load_encoder()
+    with np.load(rc.CACHE_FILE) as z:
+        for name, texts in rc.embedding_sets(CORPUS, QUESTIONS).items():
+            idx = list(range(0, len(texts), max(1, len(texts) // 8)))[:8]
+            fresh = rc.embed([texts[i] for i in idx], model)
+            cos = (fresh * z[name][idx].astype(np.float32)).sum(1)
+            assert cos.min() > 0.999, (name, cos.min())
+
+
+# --- the reference against libraries ----------------------------------------------------------------------
+
+def test_chunk_text_rebuilds_text():
+    rng = random.Random(0)
+    for n in (0, 1, 9, 10, 11, 257):
+        text = "".join(rng.choice("xyz ") for _ in range(n))
+        for size, overlap in ((10, 0), (10, 3), (10, 9), (1, 0)):
+            chunks = ref.chunk_text(text, size, overlap)
+            assert all(len(c) <= size for c in chunks)
+            if chunks:
+                assert chunks[0] + "".join(c[overlap:] for c in chunks[1:]) == text
+                assert all(len(c) == size for c in chunks[:-1])
+                assert len(chunks) == 1 or len(chunks[-2]) < len(text) - (len(chunks) - 2) * (size - overlap)
+                assert all(i * (size - overlap) < len(text) for i in range(len(chunks)))
+    with pytest.raises(ValueError):
+        ref.chunk_text("abc", 3, 3)
+
+
+def test_exact_top_k_matches_faiss_flat():
+    rng = np.random.default_rng(1)
+    docs, queries = rng.normal(size=(200, 16)) * rng.uniform(0.1, 5, (200, 1)), rng.normal(size=(9, 16))
+    index = ref.build_index(docs, "flat")
+    s, i = ref.search(index, queries, 7)
+    ws, wi = ref.exact_top_k(docs, queries, 7)
+    assert np.array_equal(i, wi)
+    assert np.allclose(s, ws, atol=1e-5)
+
+
+def test_ivf_and_hnsw_reference():
+    rng = np.random.default_rng(2)
+    docs, queries = rng.normal(size=(400, 12)), rng.normal(size=(20, 12))
+    _, want = ref.exact_top_k(docs, queries, 10)
+    ivf = ref.build_index(docs, "ivf", nlist=10)
+    assert isinstance(ivf, faiss.IndexIVFFlat)
+    assert np.array_equal(ref.search(ivf, queries, 10, nprobe=10)[1], want)
+    hnsw = ref.build_index(docs, "hnsw", m=16)
+    got = ref.search(hnsw, queries, 10, ef_search=256)[1]
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(got, want, strict=True)]) / 10 > 0.97
+
+
+@pytest.mark.parametrize(("k1", "b"), [(1.5, 0.75), (1.2, 0.3), (2.0, 1.0)])
+def test_bm25_matches_bm25s_lucene(k1, b):
+    import bm25s
+
+    docs = [rc.tokenize(p["text"]) for p in CORPUS]
+    lib = bm25s.BM25(method="lucene", k1=k1, b=b)
+    lib.index(docs, show_progress=False)
+    for q in QUESTIONS[::7]:
+        qt = rc.tokenize(q["question"]) + rc.tokenize(q["question"])[:1]  # one repeated token
+        assert np.allclose(ref.bm25_scores(qt, docs, k1, b), lib.get_scores(qt), rtol=2e-4, atol=1e-5)
+
+
+def test_rrf_against_definition():
+    fused = dict(ref.rrf([["a", "b"], ["b", "c", "a"]], k=60))
+    assert math.isclose(fused["a"], 1 / 61 + 1 / 63) and math.isclose(fused["b"], 1 / 62 + 1 / 61)
+    assert math.isclose(fused["c"], 1 / 62)
+
+
+def test_mmr_lambda_one_is_relevance_order():
+    rng = np.random.default_rng(4)
+    d, q = rng.normal(size=(15, 6)), rng.normal(size=6)
+    cos = (d / np.linalg.norm(d, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    assert ref.mmr(q, d, 15, lam=1.0) == list(np.argsort(-cos, kind="stable"))
+    dup = np.vstack([d[:1], d[:1] * 2 + 1e-3, d[1:]])  # a near-copy of a document: MMR picks only one of them
+    assert not {0, 1} <= set(ref.mmr(dup[0] + 0.1 * q, dup, 3, lam=0.3))
+
+
+def test_ndcg_matches_sklearn_and_mrr_recall():
+    from sklearn.metrics import ndcg_score
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n = int(rng.integers(3, 25))
+        ids = [f"d{i}" for i in range(n)]
+        ranked = list(rng.permutation(ids))
+        gains = {d: float(g) for d, g in zip(ids, rng.integers(0, 5, n), strict=True) if g}
+        if not gains:
+            continue
+        y_true = np.array([[gains.get(d, 0.0) for d in ranked]])
+        y_score = np.array([np.arange(n, 0, -1, dtype=float)])
+        for k in (1, 3, n):
+            assert math.isclose(ref.ndcg_at_k(ranked, gains, k), ndcg_score(y_true, y_score, k=k), rel_tol=1e-12)
+    assert ref.mrr([["a", "b"], ["c"]], [{"b"}, {"z"}]) == 0.25
+    assert ref.recall_at_k(["a", "b", "c"], {"c", "q"}, 2) == 0.0
+
+
+def test_prompt_budget_and_citations():
+    count = rc.minilm_token_counter()
+    passages = [(p["id"], p["text"]) for p in CORPUS[:6]]
+    full, ids = ref.build_prompt("Why?", passages, 10**6, count)
+    assert ids == [p for p, _ in passages] and full.startswith(ref.PROMPT_HEADER)
+    for budget in (50, 200, 400):
+        prompt, ids = ref.build_prompt("Why?", passages, budget, count)
+        assert count(prompt) <= budget or not ids
+    r = ref.check_citations("a [x] b [y] c [x]", ["x"])
+    assert r == {"cited": ["x", "y"], "unsupported": ["y"], "faithful": False}
+
+
+def test_ann_sweep_meets_recall_target_on_course_chunks():
+    """HNSW reaches recall@10 >= 0.95 of exact search on the cached course-corpus chunks (speed: see notebook)."""
+    sets = rc.embedding_sets(CORPUS, QUESTIONS)
+    rows = rc.ann_sweep(rc.cached_embeddings("chunks", sets["chunks"]),
+                        rc.cached_embeddings("questions", sets["questions"]),
+                        nprobes=(16,), ef_searches=(32,), repeats=1)
+    assert rows[0]["index"] == "flat" and all(r["recall"] >= 0.95 for r in rows[1:]), rows
