@@ -1,0 +1,761 @@
+# %% markdown
+# # Week 02 — FP8 and NVFP4: Blackwell's native formats, implemented, measured and compared
+#
+# The Blackwell GPU in a DGX Spark has tensor cores for **FP8** and **FP4**: NVIDIA's "1 PFLOP" figure for the
+# Spark is FP4 (with sparsity). Week 00's planner showed what the formats buy in memory — Llama-3-70B needs about
+# 141 GB in BF16 but about 40 GB in NVFP4 — and, because batch-1 decoding reads every weight once per token, in
+# speed too. This week you build the formats bit by bit and measure what they cost in accuracy.
+#
+# **You will learn to**
+# 1. round to E4M3, E5M2 and E2M1 by hand (round to nearest, ties to even, saturation) and match torch's casts;
+# 2. quantise to FP8 with amax scaling, per tensor and per channel, and measure MSE and SQNR;
+# 3. implement NVFP4 (16-element blocks, E4M3 block scales, an FP32 tensor scale), pack two values per byte,
+#    and compare it with MXFP4 (E8M0 power-of-two scales) and INT4 with group scales;
+# 4. fake-quantise a small LM's linear layers and measure perplexity, layer by layer;
+# 5. store a KV cache in FP8 and measure the error it causes in attention outputs;
+# 6. know where FP8 and NVFP4 run for real (`torch._scaled_mm`, TensorRT Model Optimizer, TensorRT-LLM).
+#
+# **Time:** about 2 hours. **Points:** 16, all autograded (the GPU benchmark and the LM study are not graded).
+#
+# The 141 GB and 40 GB above come from `sparkcourse.capacity` (week 00) and are printed in the set-up cell.
+
+# %% setup id=setup
+import math
+
+import torch
+import torch.nn.functional as F
+
+import sparkcourse as sc
+from sparkcourse import capacity
+from sparkcourse.testing import check_close, check_number, check_property
+
+profile = sc.setup()
+torch.set_default_dtype(torch.float32)
+GB = 1e9
+_n70 = capacity.param_count(capacity.CONFIGS["meta-llama/Meta-Llama-3-70B"]).total
+print(f"Llama-3-70B: BF16 {capacity.weight_bytes(_n70, 'bf16') / GB:.1f} GB, "
+      f"NVFP4 {capacity.weight_bytes(_n70, 'nvfp4') / GB:.1f} GB")
+
+
+def make_tiny_llama(seed=0, vocab=256, hidden=48, layers=2):
+    """A seeded tiny Llama with random weights (the graded tests use it; no download, no trained model)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden + 8,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=128, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
+
+# %% markdown
+# ## 1. Floating-point formats by hand
+#
+# A float with $e$ exponent bits (bias $b$) and $m$ mantissa bits stores $x = \pm 2^{E-b}(1 + M/2^m)$ for
+# $E \ge 1$ and the subnormals $\pm 2^{1-b} \cdot M/2^m$ for $E = 0$. Rounding a real number to the format:
+#
+# 1. take the binade $k = \lfloor \log_2 |x| \rfloor$, but never below the smallest normal exponent $1-b$;
+# 2. the spacing there is $2^{k-m}$: round $|x| / 2^{k-m}$ to the nearest integer, **ties to even**;
+# 3. **saturate**: anything beyond the largest finite value becomes that value (what quantisation wants —
+#    an overflow to NaN or inf would destroy a whole matrix product).
+#
+# | format | bits | bias | largest finite | smallest subnormal | special values |
+# |---|---|---|---|---|---|
+# | E4M3 (`float8_e4m3fn`) | 1-4-3 | 7 | 448 | $2^{-9}$ | NaN only (S.1111.111) — no inf |
+# | E5M2 (`float8_e5m2`) | 1-5-2 | 15 | 57344 | $2^{-16}$ | inf and NaN, like IEEE |
+# | E2M1 (FP4) | 1-2-1 | 1 | 6 | 0.5 | none: the 8 magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 |
+#
+# The largest finite values are `torch.finfo(torch.float8_e4m3fn).max` and `torch.finfo(torch.float8_e5m2).max`:
+
+# %%
+for dt in (torch.float8_e4m3fn, torch.float8_e5m2):
+    fi = torch.finfo(dt)
+    print(f"{str(dt):22s} max {fi.max:8g}  smallest normal {fi.smallest_normal:.3g}  eps {fi.eps}")
+x = torch.tensor([0.3, 1.0625, 1.1875, 300.0, 460.0, 1e5])
+print("E4M3:", x.to(torch.float8_e4m3fn).float().tolist())
+print("E5M2:", x.to(torch.float8_e5m2).float().tolist(), "<- E5M2 overflows to inf in a plain cast")
+
+# %% markdown
+# ### Exercise 1 (4 points)
+# Write `round_to_format(x, fmt)` for `fmt` in `"e4m3", "e5m2", "e2m1"` (raise `ValueError` otherwise): the
+# nearest value of the format, ties to even, saturating at ± the largest finite value, as a float64 tensor.
+# Use arithmetic (`torch.floor`, `torch.log2`, `torch.round` — which rounds half to even), not torch's float8
+# casts: the hidden tests compare you with those casts.
+#
+# Then the 4-bit codes of E2M1: bit 3 is the sign, bits 2–1 the exponent, bit 0 the mantissa, so the magnitude
+# codes 0…7 are exactly 0, 0.5, 1, 1.5, 2, 3, 4, 6 in order. Write `e2m1_encode(x)` (uint8 codes of
+# `round_to_format(x, "e2m1")`; the sign bit follows the sign of `x`), `e2m1_decode(codes)` (float64 values),
+# and `pack_fp4(codes)` / `unpack_fp4(packed)`: two codes per byte along the last dimension (even length),
+# element $2i$ in the **low** nibble and $2i+1$ in the high nibble — the layout of Model Optimizer's NVFP4.
+
+# %% solution id=formats
+FORMAT_BITS = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0), "e2m1": (2, 1, 1, 6.0)}
+
+
+def round_to_format(x, fmt):
+    """Nearest value of `fmt` (ties to even, saturating), float64."""
+    ### BEGIN SOLUTION
+    if fmt not in FORMAT_BITS:
+        raise ValueError(f"unknown format {fmt!r}")
+    _, m, bias, fmax = FORMAT_BITS[fmt]
+    x = torch.as_tensor(x, dtype=torch.float64)
+    a = x.abs()
+    k = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a)))).clamp(min=1 - bias)
+    step = torch.exp2(k - m)
+    r = torch.round(a / step) * step
+    return torch.copysign(r.clamp(max=fmax), x)
+    ### END SOLUTION
+
+
+def e2m1_encode(x):
+    """uint8 E2M1 codes (bit 3 = sign) of x rounded to E2M1."""
+    ### BEGIN SOLUTION
+    x = torch.as_tensor(x, dtype=torch.float64)
+    mag = round_to_format(x, "e2m1").abs()
+    code = torch.where(mag < 1, mag * 2, torch.where(mag < 2, mag * 2, torch.where(mag < 4, mag + 2, mag / 2 + 4)))
+    return code.to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3)
+    ### END SOLUTION
+
+
+def e2m1_decode(codes):
+    """float64 values of uint8 E2M1 codes."""
+    ### BEGIN SOLUTION
+    c = codes.long()
+    e, mbit = (c >> 1) & 3, c & 1
+    mag = torch.where(e == 0, 0.5 * mbit, torch.exp2(e - 1.0) * (1 + 0.5 * mbit)).double()
+    return torch.where(c >= 8, -mag, mag)
+    ### END SOLUTION
+
+
+def pack_fp4(codes):
+    """Two 4-bit codes per byte: element 2i low nibble, 2i+1 high nibble."""
+    ### BEGIN SOLUTION
+    c = codes.to(torch.uint8)
+    return (c[..., ::2] & 15) + ((c[..., 1::2] & 15) << 4)
+    ### END SOLUTION
+
+
+def unpack_fp4(packed):
+    """Inverse of pack_fp4."""
+    ### BEGIN SOLUTION
+    out = torch.empty(*packed.shape[:-1], 2 * packed.shape[-1], dtype=torch.uint8)
+    out[..., ::2] = packed & 15
+    out[..., 1::2] = packed >> 4
+    return out
+    ### END SOLUTION
+
+# %% tests id=test_round_fp8 points=2
+got = round_to_format(torch.tensor([1.0, 1.0625, 1.1875, 500.0, -1e6]), "e4m3")
+check_property(got.dtype == torch.float64, f"round_to_format should return float64, got {got.dtype}")
+check_close(got[:3], torch.tensor([1.0, 1.0, 1.25]), name="E4M3 of [1, 1.0625, 1.1875] (ties go to the even mantissa)")
+check_close(got[3:], torch.tensor([448.0, -448.0]), name="E4M3 of [500, -1e6] (saturate at ±448)")
+try:
+    round_to_format(torch.ones(2), "e3m4")
+    raise AssertionError('round_to_format(x, "e3m4") should raise ValueError')
+except ValueError:
+    pass
+### BEGIN HIDDEN TESTS
+import torch
+
+g = torch.Generator().manual_seed(20)
+for fmt, dt, fmax in (("e4m3", torch.float8_e4m3fn, 448.0), ("e5m2", torch.float8_e5m2, 57344.0)):
+    x = torch.cat([torch.randn(997, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-6, 5, (997,), generator=g),
+                   torch.tensor([0.0, -0.0, fmax, 1.5 * fmax, -3 * fmax, 2.0**-17, 3 * 2.0**-10, 5 * 2.0**-18])])
+    # exact ties: midpoints between neighbouring representable values
+    grid = torch.arange(0, 256, dtype=torch.uint8).view(dt).double()
+    grid = grid[torch.isfinite(grid)].unique()
+    mids = (grid[1:] + grid[:-1]) / 2
+    x = torch.cat([x, mids[::3], -mids[1::5]])
+    want = x.clamp(-fmax, fmax).to(dt).double()
+    check_close(round_to_format(x, fmt), want, rtol=0, atol=0, name=f"round_to_format(x, {fmt!r}) vs torch's {dt}")
+### END HIDDEN TESTS
+
+# %% tests id=test_round_e2m1 points=1
+check_close(round_to_format(torch.tensor([0.25, 0.75, 2.5, 5.0, 7.0, -100.0]), "e2m1"),
+            torch.tensor([0.0, 1.0, 2.0, 4.0, 6.0, -6.0]), name="E2M1 of [0.25, 0.75, 2.5, 5, 7, -100]")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+g = torch.Generator().manual_seed(21)
+x = torch.cat([torch.randn(2001, generator=g, dtype=torch.float64) * 3,
+               torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0, 6.5, 7.0, 9.0, -0.25, -1.25, -3.5, -5.0])])
+check_close(round_to_format(x, "e2m1"), ref.round_e2m1(x), rtol=0, atol=0, name="round_to_format(x, 'e2m1')")
+### END HIDDEN TESTS
+
+# %% tests id=test_fp4_codes points=1
+codes = e2m1_encode(torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.5, -6.0]))
+check_close(codes.long(), torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 9, 15]), rtol=0, name="e2m1_encode of the grid")
+check_close(pack_fp4(torch.tensor([1, 2, 3, 4], dtype=torch.uint8)).long(), torch.tensor([0x21, 0x43]), rtol=0,
+            name="pack_fp4([1, 2, 3, 4]) (element 0 in the low nibble)")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+g = torch.Generator().manual_seed(22)
+x = torch.randn(7, 38, generator=g, dtype=torch.float64) * 4
+check_close(e2m1_encode(x).long(), ref.e2m1_encode(x).long(), rtol=0, name="e2m1_encode(x)")
+allc = torch.arange(16, dtype=torch.uint8)
+check_close(e2m1_decode(allc), ref.e2m1_decode(allc), rtol=0, name="e2m1_decode of all 16 codes")
+c = torch.randint(0, 16, (5, 22), generator=g, dtype=torch.uint8)
+check_close(pack_fp4(c).long(), ref.pack_fp4(c).long(), rtol=0, name="pack_fp4 on a [5, 22] tensor")
+check_close(unpack_fp4(ref.pack_fp4(c)).long(), c.long(), rtol=0, name="unpack_fp4(pack(c)) == c")
+### END HIDDEN TESTS
+
+# %% markdown
+# ## 2. FP8 with amax scaling
+#
+# FP8's range is small (E4M3: ±448, and only 3 mantissa bits), so tensors are **scaled** into it:
+# $s = \mathrm{amax}/448$, $q = \mathrm{E4M3}(x/s)$, $\hat x = q \cdot s$. One scale per tensor is what
+# `torch._scaled_mm` takes; one per **output channel** (row of a `[out, in]` weight) follows each row's range.
+# The quality measure is the signal-to-quantisation-noise ratio
+# $\mathrm{SQNR} = 10 \log_{10} \frac{\sum x^2}{\sum (x - \hat x)^2}$ dB.
+#
+# ### Exercise 2 (3 points)
+# Write `fp8_qdq(x, per_channel=False, fmt="e4m3")` — quantise and dequantise with amax scaling (per row of a
+# 2-D `x` when `per_channel`; a scale of 1 where the amax is 0), float64 out — and `sqnr_db(x, xhat)`.
+
+# %% solution id=fp8
+def fp8_qdq(x, per_channel=False, fmt="e4m3"):
+    """FP8 quantise-dequantise with amax scaling, float64."""
+    ### BEGIN SOLUTION
+    x = x.double()
+    fmax = FORMAT_BITS[fmt][3]
+    amax = x.abs().amax(dim=1, keepdim=True) if per_channel else x.abs().max()
+    scale = torch.where(amax > 0, amax / fmax, 1.0)
+    return round_to_format(x / scale, fmt) * scale
+    ### END SOLUTION
+
+
+def sqnr_db(x, xhat):
+    """10·log10(Σx² / Σ(x − x̂)²)."""
+    ### BEGIN SOLUTION
+    x, xhat = x.double(), xhat.double()
+    return float(10 * torch.log10(x.pow(2).sum() / (x - xhat).pow(2).sum()))
+    ### END SOLUTION
+
+# %% tests id=test_fp8_qdq points=2
+w = torch.randn(8, 40, generator=torch.Generator().manual_seed(0)) * 0.02
+wq = fp8_qdq(w)
+check_property(wq.shape == w.shape, f"fp8_qdq changed the shape: {tuple(wq.shape)}")
+check_number(wq.abs().max(), w.abs().max().item(), rtol=1e-6, name="the largest |value| (amax maps to 448 exactly)")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+g = torch.Generator().manual_seed(23)
+for shape, s in (((13, 37), 0.02), ((5, 129), 3000.0), ((31, 7), 1e-5)):
+    x = torch.randn(*shape, generator=g, dtype=torch.float64) * s
+    x[shape[0] // 2] *= 50  # one loud channel
+    for pc in (False, True):
+        for fmt in ("e4m3", "e5m2"):
+            check_close(fp8_qdq(x, pc, fmt), ref.fp8_qdq(x, pc, fmt), rtol=1e-12, atol=0,
+                        name=f"fp8_qdq(x{shape}, per_channel={pc}, fmt={fmt!r})")
+z = torch.zeros(3, 5, dtype=torch.float64)
+z[1] = torch.linspace(-2, 2, 5)
+check_close(fp8_qdq(z, True), ref.fp8_qdq(z, True), rtol=1e-12, name="per-channel with all-zero rows")
+### END HIDDEN TESTS
+
+# %% tests id=test_sqnr points=1
+check_number(sqnr_db(torch.ones(4, dtype=torch.float64), torch.full((4,), 1.1, dtype=torch.float64)), 20.0, rtol=1e-9, name="SQNR with 10% error everywhere")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+g = torch.Generator().manual_seed(24)
+x = torch.randn(17, 9, generator=g, dtype=torch.float64)
+xh = x + 0.03 * torch.randn(17, 9, generator=g, dtype=torch.float64) * x.abs()
+check_number(sqnr_db(x, xh), ref.sqnr_db(x, xh), rtol=1e-9, name="sqnr_db on random data")
+### END HIDDEN TESTS
+
+# %% markdown
+# Per-tensor against per-channel on the weights of a small Llama, and on activations with **outliers**
+# (LLM activations have a few channels 10–100× larger than the rest). With one scale per tensor, an outlier
+# channel sets the scale for everyone; per-channel scaling isolates it.
+
+# %%
+def _fp8_study():
+    model = make_tiny_llama(seed=1, hidden=96)
+    w = model.model.layers[0].mlp.down_proj.weight.detach().double()
+    w[:, 3] *= 40  # a column of outliers, as activation-aware studies report
+    acts = torch.randn(64, 96, dtype=torch.float64)
+    acts[:, [5, 17]] *= 60  # two outlier features in every token
+    for name, x in (("weights, down_proj", w), ("activations with outliers", acts),
+                    ("activations, transposed (per-feature)", acts.T)):
+        for pc in (False, True):
+            xh = fp8_qdq(x, pc)
+            print(f"{name:40s} per_channel={pc!s:5s} MSE {float(((x - xh) ** 2).mean()):.3e}  "
+                  f"SQNR {sqnr_db(x, xh):6.2f} dB")
+
+
+try:
+    _fp8_study()
+except NotImplementedError:
+    print("finish Exercise 2 first")
+
+# %% markdown
+# ## 3. NVFP4, MXFP4 and INT4
+#
+# Four bits give only E2M1's 15 distinct values, so the scales do the work. **NVFP4** (Blackwell) uses two levels:
+#
+# - an FP32 **tensor scale** $s_g = \mathrm{amax}(W) / (448 \cdot 6)$, stored once;
+# - an E4M3 **block scale** per 16 consecutive values of a row, $s_b = \mathrm{E4M3}\big((\mathrm{amax}_b/6)/s_g\big)$;
+# - values $q = \mathrm{E2M1}\big(x / (s_b s_g)\big)$, and $\hat x = q \cdot s_b \cdot s_g$.
+#
+# The tensor scale is what lets a block scale use E4M3's range: without it, a block of weights of size 0.01
+# would need a block scale of about 0.0017, below E4M3's smallest normal (2⁻⁶) and near its smallest subnormal
+# (2⁻⁹). Storage: 4 bits per value + 8 bits per 16 values = **4.5 bits**. **MXFP4** (OCP Microscaling) uses
+# blocks of 32 and an E8M0 scale — a pure power of two, $2^{\lfloor \log_2 \mathrm{amax} \rfloor - 2}$ in the OCP
+# spec (rounding the exponent **down**, so values up to just under 8 map above 6 and saturate); Model Optimizer
+# rounds **up** instead, $2^{\lceil \log_2(\mathrm{amax}/6) \rceil}$, which never saturates. **INT4** (GPTQ/AWQ
+# style) stores integers −8…7 with an FP16 scale $\mathrm{amax}/7$ per group of 128.
+#
+# Blocks run along the **last** dimension and never cross from one row into the next: a row whose length is not
+# a multiple of 16 ends with a short block, padded with zeros.
+#
+# ### Exercise 3 (5 points)
+# Write `nvfp4_quantize(w)` for a 2-D tensor, returning `(packed, s_block, s_global)`: `packed` the uint8 codes
+# `[rows, ceil(cols/16)*8]` (padding included, packed with your `pack_fp4`), `s_block` the E4M3 block scales as
+# float64 `[rows, ceil(cols/16)]`, `s_global` a Python float (round it to FP32: `float(torch.tensor(v,
+# dtype=torch.float32))`; use 1.0 if the tensor is all zeros); and `nvfp4_dequantize(packed, s_block, s_global,
+# cols)` returning float64 `[rows, cols]`. A block whose scale is 0 decodes to zeros.
+# Then `mxfp4_qdq(w)`: MXFP4 quantise-dequantise with the **OCP rule** (blocks of 32 per row, E8M0 scale
+# $2^{\lfloor \log_2 \mathrm{amax}_b \rfloor - 2}$, E2M1 values saturating at 6; an all-zero block stays zero).
+
+# %% solution id=nvfp4
+def nvfp4_quantize(w, block=16):
+    """NVFP4: (packed uint8 codes, E4M3 block scales, FP32 tensor scale)."""
+    ### BEGIN SOLUTION
+    rows, cols = w.shape
+    nb = -(-cols // block)
+    x = torch.zeros(rows, nb * block, dtype=torch.float64)
+    x[:, :cols] = w.double()
+    x = x.view(rows, nb, block)
+    amax = x.abs().max().item()
+    s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
+    s_block = round_to_format(x.abs().amax(-1) / 6 / s_global, "e4m3")
+    scale = (s_block * s_global)[..., None]
+    codes = e2m1_encode(torch.where(scale > 0, x / scale.clamp(min=1e-300), 0.0))
+    return pack_fp4(codes.reshape(rows, -1)), s_block, s_global
+    ### END SOLUTION
+
+
+def nvfp4_dequantize(packed, s_block, s_global, cols, block=16):
+    """float64 [rows, cols] from nvfp4_quantize's output."""
+    ### BEGIN SOLUTION
+    rows = packed.shape[0]
+    vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * (s_block * s_global)[..., None]
+    return vals.reshape(rows, -1)[:, :cols]
+    ### END SOLUTION
+
+
+def mxfp4_qdq(w, block=32):
+    """MXFP4 (OCP rule) quantise-dequantise, float64."""
+    ### BEGIN SOLUTION
+    rows, cols = w.shape
+    nb = -(-cols // block)
+    x = torch.zeros(rows, nb * block, dtype=torch.float64)
+    x[:, :cols] = w.double()
+    x = x.view(rows, nb, block)
+    amax = x.abs().amax(-1, keepdim=True)
+    scale = torch.exp2(torch.floor(torch.log2(torch.where(amax > 0, amax, 1.0))) - 2)
+    return (round_to_format(x / scale, "e2m1") * scale).reshape(rows, -1)[:, :cols]
+    ### END SOLUTION
+
+# %% tests id=test_nvfp4 points=3
+w = torch.randn(4, 40, generator=torch.Generator().manual_seed(1)) * 0.02
+packed, s_block, s_global = nvfp4_quantize(w)
+check_property(tuple(packed.shape) == (4, 24) and packed.dtype == torch.uint8,
+               f"packed should be uint8 of shape (4, 24) for a (4, 40) input, got {packed.dtype} {tuple(packed.shape)}")
+check_property(tuple(s_block.shape) == (4, 3), f"s_block should have shape (4, 3), got {tuple(s_block.shape)}")
+wh = nvfp4_dequantize(packed, s_block, s_global, 40)
+check_property(wh.shape == w.shape, f"nvfp4_dequantize returned shape {tuple(wh.shape)}")
+check_property(sqnr_db(w, wh) > 15, f"NVFP4 of Gaussian weights should reach > 15 dB SQNR, got {sqnr_db(w, wh):.1f}")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+g = torch.Generator().manual_seed(25)
+for shape, s in (((9, 40), 0.02), ((3, 16), 1.0), ((6, 77), 2e-4), ((5, 33), 5e3), ((1, 5), 0.7)):
+    w = torch.randn(*shape, generator=g, dtype=torch.float64) * s
+    w[0] *= 30  # rows of different loudness: each block needs its own amax
+    w[-1, -1] = 0.0
+    p, sb, sg = nvfp4_quantize(w)
+    rp, rsb, rsg = ref.nvfp4_quantize(w)
+    check_close(float(sg), rsg, rtol=1e-6, name=f"s_global for shape {shape}, scale {s}")
+    check_close(sb * sg, rsb * rsg, rtol=1e-6, name=f"effective block scales s_block*s_global, shape {shape}")
+    check_close(p.long(), rp.long(), rtol=0, name=f"packed codes, shape {shape}")
+    check_close(nvfp4_dequantize(p, sb, sg, shape[1]), ref.nvfp4_qdq(w), rtol=1e-9, atol=0,
+                name=f"dequantised NVFP4, shape {shape}, scale {s}")
+z = torch.zeros(2, 20, dtype=torch.float64)
+z[1, :4] = torch.tensor([1.0, -2.0, 3.0, 0.5])
+check_close(nvfp4_dequantize(*nvfp4_quantize(z), 20), ref.nvfp4_qdq(z), rtol=1e-9,
+            name="NVFP4 of a tensor with all-zero blocks")
+### END HIDDEN TESTS
+
+# %% tests id=test_mxfp4 points=2
+w = torch.randn(3, 50, generator=torch.Generator().manual_seed(2))
+wh = mxfp4_qdq(w)
+check_property(wh.shape == w.shape, f"mxfp4_qdq changed the shape to {tuple(wh.shape)}")
+check_close(mxfp4_qdq(torch.tensor([[7.0, 1.0, 0.0]])), torch.tensor([[6.0, 1.0, 0.0]]),
+            name="MXFP4 of [7, 1, 0] (scale 2^(2-2) = 1: 7 saturates to 6)")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+g = torch.Generator().manual_seed(26)
+for shape, s in (((7, 70), 0.05), ((4, 32), 3.0), ((2, 9), 1e-3), ((5, 100), 200.0)):
+    w = torch.randn(*shape, generator=g, dtype=torch.float64) * s
+    w[1] *= 40
+    check_close(mxfp4_qdq(w), ref.mxfp4_qdq(w, rule="ocp"), rtol=1e-12, atol=0,
+                name=f"mxfp4_qdq(x{shape}) with the OCP rule")
+### END HIDDEN TESTS
+
+# %% markdown
+# Error against bits per element, on the same weights (64 rows × 1000 columns: 1000 is not a multiple of 16, 32
+# or 128, so every row ends in a short block). The bits include the scales, computed with week 00's planner.
+
+# %%
+import matplotlib.pyplot as plt
+
+
+
+def int4_qdq(w, group=128):
+    """Symmetric INT4 with one scale amax/7 per group of each row (integers -8..7)."""
+    rows, cols = w.shape
+    x = F.pad(w.double(), (0, -cols % group)).view(rows, -1, group)
+    s = x.abs().amax(-1, keepdim=True) / 7
+    s = torch.where(s > 0, s, 1.0)
+    return (torch.clamp(torch.round(x / s), -8, 7) * s).view(rows, -1)[:, :cols]
+
+
+def mxfp4_ceil_qdq(w, block=32):
+    """MXFP4 with Model Optimizer's rule: scale 2^ceil(log2(amax/6)), never saturates."""
+    rows, cols = w.shape
+    x = F.pad(w.double(), (0, -cols % block)).view(rows, -1, block)
+    amax = x.abs().amax(-1, keepdim=True)
+    s = torch.exp2(torch.ceil(torch.log2(torch.where(amax > 0, amax, 6.0) / 6)))
+    return (round_to_format(x / s, "e2m1") * s).view(rows, -1)[:, :cols]
+
+
+torch.manual_seed(0)
+W = torch.randn(64, 1000, dtype=torch.float64) * 0.02
+W[:, ::97] *= 8  # some larger weights, as in trained LMs
+rows = []
+try:
+    rows.append(("FP8 E4M3 per tensor", capacity.bits_per_param("fp8"), fp8_qdq(W)))
+    rows.append(("FP8 E4M3 per channel", 8 + 32 / 1000, fp8_qdq(W, True)))
+    rows.append(("NVFP4 (16, E4M3)", capacity.bits_per_param("nvfp4"), nvfp4_dequantize(*nvfp4_quantize(W), 1000)))
+    rows.append(("MXFP4 OCP (32, E8M0)", capacity.bits_per_param("mxfp4"), mxfp4_qdq(W)))
+    rows.append(("MXFP4 ceil rule", capacity.bits_per_param("mxfp4"), mxfp4_ceil_qdq(W)))
+    for gsz in (32, 64, 128):
+        rows.append((f"INT4 group {gsz}", capacity.bits_per_param("int4", gsz), int4_qdq(W, gsz)))
+    rows.append(("FP4 E2M1 per tensor (no blocks)", 4.0, round_to_format(W / (W.abs().max() / 6), "e2m1")
+                 * (W.abs().max() / 6)))
+except NotImplementedError:
+    print("finish Exercises 2 and 3 first")
+for name, bits, wh in rows:
+    print(f"{name:34s} {bits:6.3f} bits  SQNR {sqnr_db(W, wh):6.2f} dB")
+if rows:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, bits, wh in rows:
+        ax.scatter(bits, sqnr_db(W, wh))
+        ax.annotate(name, (bits, sqnr_db(W, wh)), fontsize=7)
+    ax.set_xlabel("bits per element (scales included)")
+    ax.set_ylabel("SQNR (dB), higher is better")
+    ax.set_title("Quantisation error vs storage (measured, 64×1000 weights)")
+    plt.show()
+
+# %% markdown
+# ## 4. A small LM, fake-quantised
+#
+# **Fake quantisation** replaces each weight by its quantise-dequantise image and runs the model in high
+# precision: the numbers are those a real low-precision kernel would see, without needing one. Embeddings and
+# the output head are usually kept in higher precision; here you quantise every `nn.Linear` inside the decoder
+# layers (`model.model.layers`) and leave `lm_head` alone.
+#
+# ### Exercise 4 (2 points)
+# Write `fake_quantize_linears(model, qdq)`: replace in place the weight of every `nn.Linear` whose module name
+# contains `layers.` by `qdq(weight)` (cast back to the weight's dtype), and return the list of the names you
+# changed; and `perplexity(model, ids)`: $\exp$ of the mean next-token cross-entropy of `ids` `[batch, seq]`
+# (predict token $t+1$ from the logits at $t$).
+
+# %% solution id=fakequant
+def fake_quantize_linears(model, qdq):
+    """Quantise-dequantise every Linear weight inside the decoder layers, in place; return their names."""
+    ### BEGIN SOLUTION
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and "layers." in name:
+            with torch.no_grad():
+                module.weight.copy_(qdq(module.weight.detach()).to(module.weight.dtype))
+            names.append(name)
+    return names
+    ### END SOLUTION
+
+
+def perplexity(model, ids):
+    """exp(mean next-token cross-entropy)."""
+    ### BEGIN SOLUTION
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    logp = torch.log_softmax(logits[:, :-1].double(), -1)
+    nll = -logp.gather(-1, ids[:, 1:, None]).mean()
+    return math.exp(nll.item())
+    ### END SOLUTION
+
+# %% tests id=test_fake_quant points=1
+m = make_tiny_llama(seed=3)
+names = fake_quantize_linears(m, lambda t: t * 0)
+check_property(len(names) == 14, f"a 2-layer Llama has 14 Linear layers in its decoder, you changed {len(names)}")
+check_property(float(m.model.layers[1].mlp.up_proj.weight.detach().abs().sum()) == 0, "the weights were not replaced in place")
+check_property(float(m.lm_head.weight.detach().abs().sum()) > 0, "lm_head (tied to the embeddings) must stay unquantised")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+m1, m2 = make_tiny_llama(seed=4, layers=3), make_tiny_llama(seed=4, layers=3)
+n1 = fake_quantize_linears(m1, ref.nvfp4_qdq)
+n2 = ref.fake_quantize_linears(m2, ref.nvfp4_qdq)
+check_property(sorted(n1) == sorted(n2), "the set of quantised layers differs from the expected decoder Linears")
+s1, s2 = m1.state_dict(), m2.state_dict()
+for k in s2:
+    check_close(s1[k], s2[k], rtol=0, atol=0, name=f"parameter {k} after fake quantisation")
+### END HIDDEN TESTS
+
+# %% tests id=test_perplexity points=1
+m = make_tiny_llama(seed=5)
+ids = torch.randint(0, 256, (2, 20), generator=torch.Generator().manual_seed(5))
+ppl = perplexity(m, ids)
+check_property(100 < ppl < 600, f"a random model over 256 tokens should have perplexity near 256, got {ppl:.4g}")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+m = make_tiny_llama(seed=6, layers=1)
+for shape in ((1, 9), (3, 31)):
+    ids = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(shape[1]))
+    check_number(perplexity(m, ids), ref.perplexity(m, ids), rtol=1e-5, name=f"perplexity on ids of shape {shape}")
+### END HIDDEN TESTS
+
+# %% markdown
+# ### Study: perplexity per format, and the sensitive layers (not graded)
+# The course's tiny LM is used when it is installed (`sparkcourse.models`); otherwise this cell trains a small
+# byte-level Llama for a few hundred steps on the course's instruction data so that perplexity means something.
+# Held-out text is the `test` split. The study is skipped while grading.
+
+# %%
+import copy
+import json
+
+from sparkcourse import models
+
+
+def _course_text(split):
+    path = models.TINY_LM_PATH.parent / "instruct" / f"{split}.jsonl"
+    return "\n".join(f"Q: {r['prompt']} A: {r['response']}" for r in map(json.loads, path.read_text().splitlines()))
+
+
+def _byte_ids(text, seq=64):
+    ids = torch.tensor(list(text.encode("utf-8")))
+    n = len(ids) // seq
+    return ids[: n * seq].view(n, seq)
+
+
+def study_model():
+    """(model, held-out ids, description)."""
+    if (models.TINY_LM_PATH / "config.json").exists():
+        model, tok = models.load_tiny_lm()
+        ids = tok(_course_text("test"), return_tensors="pt").input_ids[:, :4096]
+        return model, ids.view(-1, 64)[: ids.numel() // 64], "the course's tiny LM"
+    torch.manual_seed(0)
+    model = make_tiny_llama(seed=0, hidden=64, layers=2).train()
+    train = _byte_ids(_course_text("train"))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(150):
+        batch = train[torch.randint(0, len(train), (8,))]
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), _byte_ids(_course_text("test"))[:24], "a byte-level Llama trained here for 150 steps"
+
+
+if not sc.grading():
+    try:
+        base, held_out, what = study_model()
+        print(f"model: {what}")
+        formats = {"FP8 per tensor": fp8_qdq, "FP8 per channel": lambda t: fp8_qdq(t, True),
+                   "NVFP4": lambda t: nvfp4_dequantize(*nvfp4_quantize(t), t.shape[1]), "MXFP4 (OCP)": mxfp4_qdq,
+                   "INT4 g128": int4_qdq, "FP4 per tensor": lambda t: round_to_format(
+                       t.double() / (t.abs().max() / 6), "e2m1") * (t.abs().max() / 6)}
+        ppl_base = perplexity(base, held_out)
+        print(f"{'FP32 baseline':24s} perplexity {ppl_base:8.3f}")
+        results = {}
+        for name, fn in formats.items():
+            m = copy.deepcopy(base)
+            fake_quantize_linears(m, fn)
+            results[name] = perplexity(m, held_out)
+            print(f"{name:24s} perplexity {results[name]:8.3f}  ({results[name] / ppl_base - 1:+.2%})")
+        # sensitivity: quantise one Linear at a time to NVFP4
+        sens = {}
+        for name, mod in base.named_modules():
+            if isinstance(mod, torch.nn.Linear) and "layers." in name:
+                m = copy.deepcopy(base)
+                target = m.get_submodule(name)
+                with torch.no_grad():
+                    target.weight.copy_(formats["NVFP4"](target.weight.detach()).float())
+                sens[name] = perplexity(m, held_out) / ppl_base - 1
+        for name, d in sorted(sens.items(), key=lambda kv: -kv[1])[:5]:
+            print(f"most sensitive: {name:32s} NVFP4 alone {d:+.3%}")
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.bar(range(len(sens)), [100 * v for v in sens.values()])
+        ax.set_xticks(range(len(sens)), [n.replace("model.layers.", "L") for n in sens], rotation=70, fontsize=7)
+        ax.set_ylabel("perplexity change (%)")
+        ax.set_title("NVFP4 one layer at a time (measured)")
+        plt.show()
+    except NotImplementedError:
+        print("finish Exercises 2-4 first")
+
+# %% markdown
+# **Checking the claim "3.5× memory reduction vs FP16 with 0.1% accuracy loss".** Memory: NVFP4 stores
+# 4.5 bits per weight, so the reduction from 16 bits is $16/4.5$ (computed below) — the claim's 3.5× is right
+# if it rounds down, and it is *not* 4×: the block scales cost an eighth of the 4-bit payload. Accuracy: the study
+# above measures the perplexity change at our scale; read your printed numbers. Tiny models with 48–96-wide layers
+# have blocks that cover a large share of a row and no redundancy to spare, so expect more than 0.1% here; at
+# 70B scale NVIDIA reports ~1% or less on benchmarks for NVFP4 with post-training calibration (NVIDIA,
+# *Introducing NVFP4*, 2025) — a benchmark accuracy, not perplexity, and for quantisation recipes that keep some
+# layers in higher precision. "0.1%" is a claim to test on your model and task, not a property of the format.
+
+# %%
+print(f"FP16 -> NVFP4 memory reduction: {16 / capacity.bits_per_param('nvfp4'):.3f}x "
+      f"(FP16 -> FP8: {16 / capacity.bits_per_param('fp8'):.1f}x, FP16 -> MXFP4: "
+      f"{16 / capacity.bits_per_param('mxfp4'):.3f}x)")
+
+# %% markdown
+# ## 5. The KV cache in FP8
+#
+# Week 00 showed the KV cache competing with the weights for 128 GB. Storing K and V in FP8 halves it. Only K
+# and V are cached; the query of the current token stays in high precision.
+#
+# ### Exercise 5 (2 points)
+# Write `fp8_kv_attention(q, k, v)`: causal scaled-dot-product attention (`[batch, heads, seq, dim]`, float64)
+# where K and V are each stored in E4M3 with **their own** per-tensor amax scale (use your `fp8_qdq`).
+
+# %% solution id=kv
+def fp8_kv_attention(q, k, v):
+    """Causal attention with K and V quantised to FP8 E4M3 (one scale each)."""
+    ### BEGIN SOLUTION
+    q, kq, vq = q.double(), fp8_qdq(k), fp8_qdq(v)
+    L = q.shape[-2]
+    scores = q @ kq.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    mask = torch.ones(L, kq.shape[-2], dtype=torch.bool).tril()
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ vq
+    ### END SOLUTION
+
+# %% tests id=test_kv points=2
+g = torch.Generator().manual_seed(7)
+q, k, v = (torch.randn(1, 2, 6, 8, generator=g, dtype=torch.float64) for _ in range(3))
+out = fp8_kv_attention(q, k, v)
+exact = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+check_property(out.shape == exact.shape, f"output shape {tuple(out.shape)}, expected {tuple(exact.shape)}")
+check_property(0 < float((out - exact).abs().max()) < 0.1, "the FP8 cache should change the output a little")
+### BEGIN HIDDEN TESTS
+import torch
+
+from sparkcourse.reference import quantization as ref
+
+g = torch.Generator().manual_seed(27)
+for b, h, L, d in ((2, 3, 11, 16), (1, 1, 5, 7)):
+    q = torch.randn(b, h, L, d, generator=g, dtype=torch.float64)
+    k = torch.randn(b, h, L, d, generator=g, dtype=torch.float64) * 2
+    v = torch.randn(b, h, L, d, generator=g, dtype=torch.float64) * 0.1
+    check_close(fp8_kv_attention(q, k, v), ref.fp8_kv_attention(q, k, v), rtol=1e-9, atol=1e-12,
+                name=f"fp8_kv_attention for shape {(b, h, L, d)}")
+### END HIDDEN TESTS
+
+# %% markdown
+# The error in attention outputs of the tiny Llama's real activations, and what FP8 buys at Llama-3-70B scale
+# on a Spark, with week 00's planner (`capacity.max_context`; NVFP4 weights):
+
+# %%
+try:
+    m = make_tiny_llama(seed=8)
+    torch.manual_seed(8)
+    ids = torch.randint(0, 256, (1, 64))
+    with torch.no_grad():
+        hs = m.model.embed_tokens(ids)
+        attn = m.model.layers[0].self_attn
+        q = attn.q_proj(hs).view(1, 64, 4, 12).transpose(1, 2).double()
+        k = attn.k_proj(hs).view(1, 64, 2, 12).transpose(1, 2).repeat_interleave(2, 1).double()
+        v = attn.v_proj(hs).view(1, 64, 2, 12).transpose(1, 2).repeat_interleave(2, 1).double()
+    exact = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    print(f"attention output SQNR with an FP8 KV cache: {sqnr_db(exact, fp8_kv_attention(q, k, v)):.1f} dB")
+except NotImplementedError:
+    print("finish Exercise 5 first")
+cfg70 = capacity.CONFIGS["meta-llama/Meta-Llama-3-70B"]
+for label, b in (("FP16", 2.0), ("FP8", 1.0)):
+    print(f"KV {label}: {capacity.kv_bytes_per_token(cfg70, b) / 1e6:.3f} MB/token, max context with NVFP4 weights "
+          f"in 128 GB: {capacity.max_context(capacity.SPARK_MEMORY_BYTES, cfg70, 'nvfp4', b):,} tokens")
+
+# %% markdown
+# ## 6. Where FP8 and NVFP4 run for real
+#
+# **FP8 matmul.** `torch._scaled_mm(a_fp8, b_fp8, scale_a, scale_b, out_dtype=torch.bfloat16)` runs FP8 tensor
+# cores on Hopper and Blackwell (per-tensor FP32 scales; `b` column-major). `benchmarks/fp8_matmul.py` in the
+# course repository times it against a BF16 `torch.matmul` with CUDA events and measures its error against an
+# FP32 reference; its tables (card, date, command) are under `benchmarks/`. They were measured on data-centre
+# Hopper cards, **not on a Spark**: run it on yours —
+#
+# ```bash
+# python benchmarks/fp8_matmul.py --out benchmarks/fp8_matmul_spark.md
+# ```
+#
+# **NVFP4 for real** needs Blackwell FP4 tensor cores, which the Spark's GB10 has. The route NVIDIA documents:
+# quantise with TensorRT Model Optimizer, then serve with TensorRT-LLM (or vLLM/SGLang, which load the exported
+# checkpoint). On a Spark (in NVIDIA's TensorRT-LLM container; the model id is an example):
+#
+# ```python
+# import modelopt.torch.quantization as mtq
+# from modelopt.torch.export import export_hf_checkpoint
+# model = AutoModelForCausalLM.from_pretrained("meta-llama/Llama-3.1-8B-Instruct", dtype=torch.bfloat16).cuda()
+# def calibrate(m):                         # a few hundred samples of your own data
+#     for batch in calib_loader: m(batch.cuda())
+# model = mtq.quantize(model, mtq.NVFP4_DEFAULT_CFG, forward_loop=calibrate)
+# export_hf_checkpoint(model, export_dir="llama3.1-8b-nvfp4")
+# ```
+# ```bash
+# trtllm-serve llama3.1-8b-nvfp4 --backend pytorch      # or: trtllm-bench / vllm serve llama3.1-8b-nvfp4
+# ```
+# The next cell runs only on a Spark, and only checks what is installed.
+
+# %%
+if profile.is_spark:
+    import importlib.util
+
+    print("compute capability:", torch.cuda.get_device_capability(), "(FP4 tensor cores need Blackwell, 10.x/12.x)")
+    for pkg in ("modelopt", "tensorrt_llm", "vllm"):
+        print(f"{pkg:14s}", "installed" if importlib.util.find_spec(pkg) else "not installed")
+else:
+    print("tiny profile: the NVFP4 commands above are for a DGX Spark (Blackwell); nothing to run here")
+
+# %% markdown
+# ## Wrap-up
+# - E4M3 reaches ±448 with 3 mantissa bits, E5M2 ±57344 with 2; E2M1 has only 0, 0.5, 1, 1.5, 2, 3, 4, 6.
+#   Round to nearest **even** and **saturate**.
+# - NVFP4 = E2M1 + an E4M3 scale per 16 values + an FP32 tensor scale: **4.5 bits**, 16/4.5 ≈ **3.56×** smaller
+#   than FP16; MXFP4 = E2M1 + a power-of-two scale per 32 values: 4.25 bits, coarser scales.
+# - Per-channel scales protect against outlier channels; block scales (NVFP4, MXFP4, INT4 groups) go further.
+# - An FP8 KV cache halves week 00's 0.33 MB/token for Llama-3-70B to 0.16 MB.
+#
+# **Read more:** Micikevicius et al., *FP8 Formats for Deep Learning* (2022) — E4M3/E5M2 definitions; OCP
+# *Microscaling Formats (MX) Specification v1.0* (2023) — MXFP4, E8M0 and its scale rule; NVIDIA, *Introducing
+# NVFP4 for Efficient and Accurate Low-Precision Inference* (technical blog, 2025); TensorRT Model Optimizer
+# documentation (`mtq.NVFP4_DEFAULT_CFG`); PyTorch `torch.float8_e4m3fn`, `torch._scaled_mm`.
