@@ -1,9 +1,4 @@
-"""Course datasets shipped as JSONL (chat instructions, arithmetic preferences), loaded offline with ``datasets``.
-
-``tools/make_tiny_lm.py`` generated them together with the tiny LM. Instruction rows are
-``{"task", "prompt", "response"}``; preference rows are ``{"task", "prompt", "chosen", "rejected"}``.
-The tiny LM was pre-trained on ``PRETRAIN_TASKS`` only; ``HELD_OUT_TASKS`` are what fine-tuning teaches.
-"""
+"""Course chat datasets (instructions, preferences): JSONL made by tools/make_tiny_lm.py, loaded offline."""
 
 from __future__ import annotations
 
@@ -16,8 +11,11 @@ from sparkcourse.models import generate_batch
 
 INSTRUCT_DIR = Path(__file__).resolve().parent / "data" / "instruct"
 SPLITS = ("train", "test")
-PRETRAIN_TASKS = ("add", "reverse", "upper", "fact")
-HELD_OUT_TASKS = ("add_json", "reverse_upper")
+# Instruction rows are {task, prompt, response}; preference rows {task, prompt, chosen, rejected}.
+# The tiny LM was pre-trained on PRETRAIN_TASKS only; HELD_OUT_TASKS (known skills asked in new words) are
+# what fine-tuning teaches. train.jsonl: held-out tasks plus replay of add/reverse/upper; test.jsonl: all.
+PRETRAIN_TASKS = ("add", "reverse", "upper", "fact", "fact_json")
+HELD_OUT_TASKS = ("spell_backwards", "add_words", "shout")
 
 
 def _load_jsonl(prefix: str, split: str) -> datasets.Dataset:
@@ -39,7 +37,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 
 def load_instruct(split: str = "train", chat: bool = False) -> datasets.Dataset:
-    """Instruction rows ``task, prompt, response``; ``chat=True`` gives TRL's conversational ``prompt, completion``."""
+    """Instruction rows ``task, prompt, response``; ``chat=True``: TRL's conversational prompt/completion."""
     ds = _load_jsonl("", split)
     if not chat:
         return ds
@@ -50,7 +48,7 @@ def load_instruct(split: str = "train", chat: bool = False) -> datasets.Dataset:
 
 
 def load_preferences(split: str = "train", chat: bool = False) -> datasets.Dataset:
-    """Preference rows ``task, prompt, chosen, rejected`` (chosen is the correct sum); ``chat=True`` for TRL."""
+    """Preference rows ``task, prompt, chosen, rejected`` (chosen: the correct sum); ``chat=True`` for TRL."""
     ds = _load_jsonl("preferences_", split)
     if not chat:
         return ds
@@ -69,9 +67,12 @@ def _text(value: str | list[dict[str, str]]) -> str:
 
 
 def exact_match(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: datasets.Dataset, n: int | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: datasets.Dataset,
+    n: int | None = None,
 ) -> float:
-    """Fraction of the first ``n`` rows whose greedy answer equals the reference (``response`` or ``completion``)."""
+    """Fraction of the first ``n`` rows whose greedy answer equals ``response`` (or ``completion``)."""
     rows = dataset if n is None else dataset.select(range(min(n, len(dataset))))
     if len(rows) == 0:
         raise ValueError("exact_match needs at least one row")

@@ -21,10 +21,7 @@ def load_tiny_lm(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, P
 def load_lm(
     model_id_or_path: str | os.PathLike | None = None, **kw
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A local folder in any profile, a hub model id in the ``spark`` profile, and otherwise the tiny model.
-
-    ``kw`` goes to ``AutoModelForCausalLM.from_pretrained`` (``dtype``, ``device_map``, ...).
-    """
+    """A local folder (any profile), a hub id (spark profile), else the tiny model; kw to from_pretrained."""
     if model_id_or_path is not None and Path(model_id_or_path).is_dir():
         return _load(Path(model_id_or_path), local_files_only=True, **kw)
     if model_id_or_path is not None and current().is_spark:
@@ -35,12 +32,14 @@ def load_lm(
 def _load(source: str | Path, **kw) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer with the Auto classes; the model comes back in eval mode."""
     tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=kw.get("local_files_only", False))
+    if tokenizer.pad_token is None:  # many hub chat models ship without one; batched generation needs it
+        tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(source), **kw)
     return model.eval(), tokenizer
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, user_text: str) -> str:
-    """One user turn rendered with the tokenizer's chat template, ending where the assistant's answer starts."""
+    """One user turn in the tokenizer's chat template, ending where the assistant's answer starts."""
     messages = [{"role": "user", "content": user_text}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -61,13 +60,14 @@ def generate_batch(
     try:
         for start in range(0, len(prompts), batch_size):
             texts = [chat_prompt(tokenizer, p) for p in prompts[start : start + batch_size]]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                model.device
+            )
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
             )
             new_tokens = out[:, enc["input_ids"].shape[1] :]
             answers += [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
@@ -77,6 +77,8 @@ def generate_batch(
     return answers
 
 
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int = 32) -> str:
+def generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int = 32
+) -> str:
     """The model's greedy answer to one user prompt, through the chat template."""
     return generate_batch(model, tokenizer, [prompt], max_new_tokens=max_new_tokens)[0]
