@@ -1,6 +1,7 @@
 """Build, pre-train and save the course's tiny offline chat LM, with its instruction and preference datasets.
 
-Run from the repository root (CPU, a few minutes on 2 cores; seeds and thread count fixed):
+Run from the repository root (CPU, one torch thread, a few minutes; fixed seeds, so a re-run on the same
+torch version and CPU type reproduces the data and the weights bit for bit):
 
     python tools/make_tiny_lm.py            # writes sparkcourse/data/instruct/ and sparkcourse/data/tiny_lm/
     python tools/make_tiny_lm.py --data-only
