@@ -83,17 +83,19 @@ def test_strip_hidden_and_short_error():
 
 
 def test_setup_numba_selects_the_simulator_without_a_gpu():
+    import os
     import subprocess
     import sys
 
     code = ("from sparkcourse.gpu import setup_numba; sim = setup_numba(force_simulator=True); "
             "import numpy as np; from numba import cuda; "
             "print(sim, cuda.is_available(), type(cuda).__name__, hasattr(np, 'row_stack'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}  # other tests set it in this process
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "True" and out.stdout.split()[-1] == "True"
     late = subprocess.run([sys.executable, "-c", "import numba; from sparkcourse.gpu import setup_numba; "
-                           "setup_numba(force_simulator=True)"], capture_output=True, text=True, timeout=120)
+                           "setup_numba(force_simulator=True)"], capture_output=True, text=True, timeout=120, env=env)
     assert late.returncode != 0 and "before sparkcourse.gpu.setup_numba" in late.stderr
 
 
