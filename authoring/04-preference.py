@@ -131,12 +131,9 @@ from sparkcourse import models as course_models
 HAVE_TINY_LM = (course_models.TINY_LM_PATH / "config.json").exists()
 
 
-def tokenize_pair(tokenizer, prompt, answer):
-    """ids and completion mask of the chat prompt followed by the answer (and the end-of-turn token)."""
-    p_ids = tokenizer(course_models.chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return p_ids + a_ids, [0] * len(p_ids) + [1] * len(a_ids)
-
+# tokenize_pair(tokenizer, prompt, answer) -> (ids, completion mask): the chat prompt, then the answer and the
+# end-of-turn token; the mask is 1 on the answer. It lives in sparkcourse/preference_lab.py (section 7 uses it too).
+from sparkcourse.preference_lab import tokenize_pair
 
 if HAVE_TINY_LM and not sc.grading():
     from sparkcourse.datasets_course import load_preferences
@@ -606,205 +603,96 @@ for name, (policy, ref_bytes) in rows.items():
 # and backward on chosen+rejected, reference forward under `no_grad`) and a reference-free step (SimPO/ORPO).
 
 # %%
-from transformers import LlamaConfig, LlamaForCausalLM
-
-
-def tensor_bytes(tensors):
-    seen, total = set(), 0
-    for t in tensors:
-        key = t.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-    return total
-
-
-def measure_step(with_reference, hidden=192, layers=3, batch=4, length=48, steps=3, seed=0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=512, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=length)
-    policy = LlamaForCausalLM(cfg).train()
-    reference = LlamaForCausalLM(cfg).eval().requires_grad_(False) if with_reference else None
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
-    ids = torch.randint(0, 512, (2 * batch, length))          # chosen rows, then rejected rows
-    mask = torch.zeros(2 * batch, length)
-    mask[:, length // 2:] = 1                                  # second half = completion
-    param_ptrs = {p.untyped_storage().data_ptr() for p in policy.parameters()}
-    saved, times = [], []
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in param_ptrs:
-            saved.append(t)
-        return t
-
-    for step in range(steps + 1):
-        saved.clear()
-        t0 = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            logps = sequence_logps(policy(ids).logits, ids, mask, average=not with_reference)
-        act = tensor_bytes(saved)
-        chosen, rejected = logps.chunk(2)
-        if with_reference:
-            with torch.no_grad():
-                ref_logps = sequence_logps(reference(ids).logits, ids, mask)
-            margin = (chosen - ref_logps[:batch]) - (rejected - ref_logps[batch:])
-            loss = -F.logsigmoid(0.1 * margin).mean()
-        else:
-            loss = -F.logsigmoid(2.0 * (chosen - rejected) - 0.5).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=False)
-        if step:  # the first step allocates the optimizer state: not timed
-            times.append(time.perf_counter() - t0)
-    state = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
-    return {
-        "policy weights": tensor_bytes(policy.parameters()),
-        "gradients": tensor_bytes(p.grad for p in policy.parameters()),
-        "AdamW state": tensor_bytes(state),
-        "reference weights": tensor_bytes(reference.parameters()) if reference is not None else 0,
-        "activations": act,
-        "step s": sorted(times)[len(times) // 2],
-    }
-
+from sparkcourse import preference_lab as lab
 
 if not sc.grading():
-    results = {"DPO (reference)": measure_step(True), "SimPO/ORPO (no reference)": measure_step(False)}
-    keys = ["policy weights", "gradients", "AdamW state", "reference weights", "activations"]
-    print(f"{'':28s}" + "".join(f"{k:>18s}" for k in keys) + f"{'total MB':>10s}{'step ms':>9s}")
-    for name, r in results.items():
-        total = sum(r[k] for k in keys)
-        print(f"{name:28s}" + "".join(f"{r[k] / 1e6:16.2f}MB" for k in keys) + f"{total / 1e6:10.2f}"
-              f"{r['step s'] * 1e3:9.1f}")
-    dpo, free = (sum(r[k] for k in keys) for r in results.values())
-    print(f"reference-free / DPO memory: {free / dpo:.2f};  step time ratio "
-          f"{results['SimPO/ORPO (no reference)']['step s'] / results['DPO (reference)']['step s']:.2f}")
+    # your sequence_logps scores the policy and the reference; see lab.measure_step for the whole step
+    memory = lab.compare_memory(hidden=192, layers=3, batch=4, length=48, steps=3, logps=sequence_logps)
+    print(lab.format_memory(memory))
     fig, ax = plt.subplots(figsize=(7, 2.8))
-    left = {name: 0.0 for name in results}
-    for k in keys:
-        vals = [results[n][k] / 1e6 for n in results]
-        ax.barh(list(results), vals, left=[left[n] for n in results], label=k)
-        for n, v in zip(results, vals):
-            left[n] += v
-    ax.set_xlabel("MB")
-    ax.legend(fontsize=7)
+    lab.plot_memory(ax, memory)
     plt.tight_layout()
     plt.show()
 else:
     print("skipped while grading")
 
 # %% markdown
-# Read the table, not the slogan: the reference adds its weights (one copy, no gradients, no optimizer state,
-# no saved activations), so the measured reference-free/DPO memory ratio lies between the 0.80 of the
-# weights-and-states count above and 1 (activations, which both methods pay, push it towards 1). The step is
-# faster by the cost of the reference's forward pass; a forward pass is roughly a third of forward+backward, and
-# the printed step-time ratio is the measured value on this machine (noisy on a shared CPU).
+# Read the table, not the slogan. The reference adds its weights (one copy: no gradients, no optimizer state, no
+# saved activations, since its forward runs under `no_grad`), and nothing else. The committed run
+# `benchmarks/preference_tiny_cpu.md` (this `measure_step`, float32, on a shared 2-vCPU AMD EPYC virtual machine
+# with one torch thread) measured: policy weights, gradients and
+# reference weights 7.43 MB each, AdamW state 14.85 MB, saved activations 23.83 MB in both steps; **60.97 MB** for
+# the DPO step against **53.54 MB** without a reference, a reference-free/DPO ratio of **0.88** (0.80 counting
+# weights, gradients and optimizer state only). "Half" would be 0.50: here dropping the reference saves 12% of the
+# step's memory, not half. The claim is right only for a count of weights alone (the inference-style row of the
+# per-parameter table). Activations grow with batch × length and both methods pay them, so longer sequences push
+# the ratio towards 1; a large model with short sequences approaches the per-parameter 0.80 (fp32 AdamW) or 0.89
+# (mixed precision). The step is faster without the reference by one forward pass: over 5 repeats the measured
+# reference-free/DPO step-time ratio had a median of 0.74 and ranged from 0.62 to 0.90 (other jobs share that
+# CPU; the rule of thumb "a forward pass is a third of forward+backward" gives 0.75). Your printed ratio is this
+# machine's, from one repeat. Memory is what the slogan is about, and on memory the reference-free methods save
+# far less than half.
 # On a Spark the same reasoning says: a DPO run of a model that barely fits under full fine-tuning also needs
 # room for a bf16 reference (2 bytes per parameter), or `precompute_ref_log_probs=True`, or LoRA.
 #
 # ### Aligning the tiny course model through TRL
 # The course preference data are templated sums ("What is 78 + 93?"): the chosen answer is the right sum, the
-# rejected one is wrong, so the preference is **verifiable**. We train the tiny chat model with each trainer for
-# a few dozen steps and measure on the 100 held-out pairs: the **reward accuracy** (how often the trained model
-# gives the correct answer a higher length-averaged log-prob than the wrong one) and the **exact match** of its
-# greedy answer. This section needs the tiny course LM (`sparkcourse/data/tiny_lm`); it is skipped while grading.
+# rejected one a plausible wrong one, so the preference is **verifiable**. We train the tiny chat model with each
+# trainer and measure on the 100 held-out pairs: the **reward accuracy** (how often the trained model gives the
+# correct answer a higher length-averaged log-prob than the wrong one) and the **exact match** of its greedy
+# answer. This section needs the tiny course LM (`sparkcourse/data/tiny_lm`); it is skipped while grading, and
+# its code is in `sparkcourse/preference_lab.py` (your `sequence_logps` does the scoring). First, the untrained
+# model:
 
 # %%
-def trl_args(config_cls, **kw):
-    """Quiet CPU settings shared by all trainers (TRL configs default to bf16)."""
-    base = dict(output_dir="/tmp/sparkcourse_pref", per_device_train_batch_size=8, max_steps=40,
-                learning_rate=5e-4, bf16=False, use_cpu=True, report_to=[], disable_tqdm=True,
-                logging_strategy="no", save_strategy="no", activation_checkpointing=False, seed=0)
-    base.update(kw)
-    return config_cls(**base)
-
-
-def to_kto(ds):
-    """Paired rows -> unpaired (prompt, completion, label) rows for KTO."""
-    rows = [{"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
-            for r in ds for k in ("chosen", "rejected")]
-    import datasets
-
-    return datasets.Dataset.from_list(rows).shuffle(seed=0)
-
-
-@torch.no_grad()
-def preference_accuracy(model, tokenizer, ds):
-    """Fraction of pairs whose chosen answer has the higher length-averaged log-prob under `model`."""
-    model.eval()
-    wins = 0
-    for row in ds:
-        scores = []
-        for kind in ("chosen", "rejected"):
-            ids, m = tokenize_pair(tokenizer, row["prompt"], row[kind])
-            logits = model(torch.tensor([ids])).logits.double()
-            scores.append(sequence_logps(logits, torch.tensor([ids]), torch.tensor([m]), average=True).item())
-        wins += scores[0] > scores[1]
-    return wins / len(ds)
-
-
-def exact(model, tokenizer, ds):
-    answers = course_models.generate_batch(model, tokenizer, list(ds["prompt"]), max_new_tokens=8)
-    return sum(a == c for a, c in zip(answers, ds["chosen"])) / len(ds)
-
-
-def run_method(name, train, test):
-    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
-    from trl.experimental.cpo import CPOConfig, CPOTrainer
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    model, tokenizer = course_models.load_tiny_lm()
-    model.train()
-    if name == "DPO":
-        trainer = DPOTrainer(model=model, args=trl_args(DPOConfig, beta=0.1), train_dataset=train,
-                             processing_class=tokenizer)
-    elif name == "SimPO":
-        trainer = CPOTrainer(model=model, args=trl_args(CPOConfig, loss_type="simpo", cpo_alpha=0.0, beta=2.0,
-                                                        simpo_gamma=1.0, remove_unused_columns=False),
-                             train_dataset=train, processing_class=tokenizer)
-    elif name == "ORPO":
-        trainer = ORPOTrainer(model=model, args=trl_args(ORPOConfig, beta=0.1, remove_unused_columns=False),
-                              train_dataset=train, processing_class=tokenizer)
-    elif name == "KTO":
-        trainer = KTOTrainer(model=model, args=trl_args(KTOConfig, beta=0.1), train_dataset=to_kto(train),
-                             processing_class=tokenizer)
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
-    trained = trainer.model
-    return {"reward acc": preference_accuracy(trained, tokenizer, test), "exact match": exact(trained, tokenizer, test),
-            "train s": seconds}
-
-
 if HAVE_TINY_LM and not sc.grading():
-    from sparkcourse.datasets_course import load_preferences
+    for wording in lab.WORDINGS:
+        r = lab.base_row(lab.load_pairs("test", wording), logps=sequence_logps)
+        print(f"untrained tiny LM, {wording:12s} wording: reward accuracy {r['reward acc']:.2f}, "
+              f"exact match {r['exact match']:.2f}")
+else:
+    print("skipped (grading, or the tiny course LM is not installed in sparkcourse/data/tiny_lm)")
 
-    train_pairs = load_preferences("train", chat=True)  # conversational rows: TRL applies the chat template
-    test_pairs = load_preferences("test")                # plain strings for our own evaluation
-    base_model, base_tok = course_models.load_tiny_lm()
-    table = {"base (no training)": {"reward acc": preference_accuracy(base_model, base_tok, test_pairs),
-                                    "exact match": exact(base_model, base_tok, test_pairs), "train s": 0.0}}
-    for method in ("DPO", "SimPO", "ORPO", "KTO"):
-        table[method] = run_method(method, train_pairs, test_pairs)
-    print(f"{'method':20s} {'reward acc':>10s} {'exact match':>12s} {'train s':>8s}")
-    for name, r in table.items():
-        print(f"{name:20s} {r['reward acc']:10.2f} {r['exact match']:12.2f} {r['train s']:8.1f}")
+# %% markdown
+# In the wording it was pre-trained on, the tiny model already answers every held-out sum correctly: there is
+# nothing left for a preference to teach (training can only keep or damage it). So we train and score on the
+# same pairs asked as **"Add 78 and 93."**, an instruction wording pre-training never saw, where the untrained
+# model rarely answers right. The cell trains each trainer from the same checkpoint for 150 steps of 8 pairs
+# (learning rates and β are `lab.DEFAULT_LR` and `lab.DEFAULT_BETA`; `lab.run_method` shows the TRL configs)
+# and takes a few minutes on one CPU thread.
+
+# %%
+if HAVE_TINY_LM and not sc.grading():
+    train_pairs = lab.load_pairs("train", "held-out", chat=True)  # conversational rows: TRL applies the template
+    test_pairs = lab.load_pairs("test", "held-out")                # plain strings for our own evaluation
+    table = lab.compare_methods(train_pairs, test_pairs, steps=150, seed=0, logps=sequence_logps)
+    print(lab.format_table(table))
     fig, ax = plt.subplots(figsize=(6, 2.8))
-    xs = range(len(table))
-    ax.bar([x - 0.2 for x in xs], [r["reward acc"] for r in table.values()], 0.4, label="reward accuracy")
-    ax.bar([x + 0.2 for x in xs], [r["exact match"] for r in table.values()], 0.4, label="exact match")
-    ax.set_xticks(list(xs), list(table), fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    lab.plot_table(ax, table)
     plt.tight_layout()
     plt.show()
 else:
     print("skipped (grading, or the tiny course LM is not installed in sparkcourse/data/tiny_lm)")
 
 # %% markdown
-# Things to notice when you run it: reward accuracy moves before exact match does (ranking two given answers
-# is easier than producing the right one); DPO and KTO hold the model near the reference (β), while ORPO's
-# NLL term also trains the chosen answers directly, like SFT. The TRL logs (`rewards/chosen`,
-# `rewards/margins`, `rewards/accuracies`) are the implicit rewards of your `dpo_loss`.
+# The committed run (`benchmarks/preference_tiny_cpu.md`: these settings, seeds 0, 1 and 2, the same shared
+# 2-vCPU machine) measured, on the held-out wording (reward accuracy / exact match, mean ± sd over the 3 seeds):
+# untrained 0.62 / 0.04; DPO 0.70 ± 0.02 / 0.09 ± 0.03; SimPO 0.69 ± 0.04 / 0.04 ± 0.03; ORPO 0.78 ± 0.01 /
+# 0.10 ± 0.06; KTO 0.64 ± 0.03 / 0.05 ± 0.02. Your seed-0 row should be close to its seed-0 column (other torch
+# versions and thread counts change the last digits). Things to notice:
+# - Reward accuracy moves, exact match barely: ranking two given answers is easier than producing the right one,
+#   and 150 steps of 8 pairs is only 3 passes over 400 pairs.
+# - ORPO moves reward accuracy most, and the most consistently over seeds: its NLL term trains the chosen answers
+#   directly, like SFT, besides the odds ratio. Exact match differences between methods are within the spread.
+# - KTO, which sees each answer alone with a thumbs-up or -down, moves reward accuracy least. At the others'
+#   learning rate it did not move at all (the benchmark's "what else was tried" table, seed 0: 0.61 at 5e-4),
+#   at 1e-3 it got worse (0.51), and the best tried was 0.68 after 300 steps at 2e-4. Learning rates 4× higher
+#   broke DPO and SimPO too (0.63 and 0.55, exact match 0.00).
+# - In the pre-training wording the untrained model is already perfect (1.00 / 1.00, the cell above), and
+#   preference training can only hurt: seed-0 DPO dropped exact match to 0.84 there.
+#
+# The TRL logs (`rewards/chosen`, `rewards/margins`, `rewards/accuracies`) are the implicit rewards of your
+# `dpo_loss`; pass `logging_strategy="steps"` to `lab.run_method` to see them.
 #
 # ## On your Spark
 # The `spark` profile runs DPO and ORPO on a real small instruct model and a public preference dataset,
@@ -850,7 +738,8 @@ else:
 # - GRPO: $A=(r-\bar r_\text{group})/(\sigma_\text{group}+10^{-4})$; TRL's default `loss_type="dapo"`
 #   averages over tokens of the whole batch instead of per sequence.
 # - Memory: a reference model adds its weights only — about 4/16 = 25% at fp32 with AdamW (the table above), 2/16
-#   in mixed precision, 0 with LoRA or precomputed reference log-probs. "Half" counts weights alone.
+#   in mixed precision, 0 with LoRA or precomputed reference log-probs. "Half" counts weights alone; measured
+#   with activations on a small Llama, reference-free/DPO was 0.88, not 0.50 (`benchmarks/preference_tiny_cpu.md`).
 #
 # **Read more:** Rafailov et al., *Direct Preference Optimization* (2023); Meng, Xia & Chen, *SimPO* (2024);
 # Hong, Lee & Thorne, *ORPO* (2024); Ethayarajh et al., *KTO: Model Alignment as Prospect Theoretic Optimization*

@@ -1,0 +1,453 @@
+"""Week 04's training lab: TRL's preference trainers on the tiny course LM, and what a reference model costs.
+
+Two measurements, shared by the notebook (section 7) and ``benchmarks/preference_tiny.py``:
+
+- :func:`measure_step` counts the memory of one training step on a small random Llama (policy weights,
+  gradients, AdamW state, reference weights, activations saved for backward) and its time, with a frozen
+  reference model (DPO) or without one (SimPO/ORPO).
+- :func:`run_method` trains the tiny course chat model with ``DPOTrainer``, ``CPOTrainer`` (SimPO),
+  ``ORPOTrainer`` or ``KTOTrainer`` on verifiable preference pairs (right vs wrong sums) and measures reward
+  accuracy and exact match on held-out pairs.
+
+The sequence log-probability used here is a private helper, so that the module works without
+``sparkcourse.reference`` (students do not get it); the notebook passes its own ``sequence_logps`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+LogpsFn = Callable[..., torch.Tensor]
+
+METHODS = ("DPO", "SimPO", "ORPO", "KTO")
+REFERENCE_METHODS = ("DPO", "KTO")  # trainers that keep a frozen reference copy of the model
+MEMORY_KEYS = ("policy weights", "gradients", "AdamW state", "reference weights", "activations")
+
+# Per-method TRL settings used by run_method, chosen by a small sweep on the held-out wording (seed 0,
+# 150 steps; benchmarks/preference_tiny_cpu.md lists what was tried): KTO does not improve at the others'
+# learning rate.
+DEFAULT_LR = {"DPO": 5e-4, "SimPO": 5e-4, "ORPO": 5e-4, "KTO": 3e-4}
+DEFAULT_BETA = {"DPO": 0.1, "SimPO": 2.0, "ORPO": 0.1, "KTO": 0.1}
+
+
+def _sequence_logps(
+    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor, average: bool = False
+) -> torch.Tensor:
+    """Summed (or mean) log-probability of the completion tokens of each row: position t scores token t+1."""
+    logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
+    mask = completion_mask[:, 1:].to(logp.dtype)
+    tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask
+    total = tok.sum(-1)
+    return total / mask.sum(-1) if average else total
+
+
+# --------------------------------------------------------------------------------------------------------
+# Memory and time of one step, with and without a reference model
+# --------------------------------------------------------------------------------------------------------
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views and repeats of one storage count once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def small_llama(hidden: int = 192, layers: int = 3, length: int = 48, vocab: int = 512, seed: int = 0):
+    """A small ``LlamaForCausalLM`` with random weights (fixed seed, float32, untied embeddings)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=length,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def measure_step(
+    with_reference: bool,
+    hidden: int = 192,
+    layers: int = 3,
+    batch: int = 4,
+    length: int = 48,
+    steps: int = 3,
+    seed: int = 0,
+    logps: LogpsFn | None = None,
+) -> dict[str, float]:
+    """Bytes per component and median step time (s) of a DPO step (``with_reference``) or a SimPO step.
+
+    Policy forward and backward on ``batch`` chosen + ``batch`` rejected rows of ``length`` tokens (second
+    half = completion), AdamW step; with a reference, one more forward pass under ``no_grad``. Activations
+    are the bytes autograd saves for backward (parameters excluded), measured with saved-tensor hooks.
+    The first step (which allocates AdamW's state) is not timed; ``steps`` more are.
+    """
+    logps = logps or _sequence_logps
+    vocab = 512
+    policy = small_llama(hidden, layers, length, vocab, seed).train()
+    reference = (
+        small_llama(hidden, layers, length, vocab, seed).eval().requires_grad_(False)
+        if with_reference
+        else None
+    )
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (2 * batch, length), generator=g)  # chosen rows, then rejected rows
+    mask = torch.zeros(2 * batch, length)
+    mask[:, length // 2 :] = 1
+    param_ptrs = {p.untyped_storage().data_ptr() for p in policy.parameters()}
+    saved: list[torch.Tensor] = []
+    times: list[float] = []
+    act = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in param_ptrs:
+            saved.append(t)
+        return t
+
+    for step in range(steps + 1):
+        saved.clear()
+        t0 = time.perf_counter()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            seq = logps(policy(ids).logits, ids, mask, average=not with_reference)
+        act = tensor_bytes(saved)
+        chosen, rejected = seq.chunk(2)
+        if reference is not None:
+            with torch.no_grad():
+                ref = logps(reference(ids).logits, ids, mask)
+            margin = (chosen - ref[:batch]) - (rejected - ref[batch:])
+            loss = -F.logsigmoid(0.1 * margin).mean()
+        else:
+            loss = -F.logsigmoid(2.0 * (chosen - rejected) - 0.5).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+        if step:
+            times.append(time.perf_counter() - t0)
+    saved.clear()
+    state = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
+    return {
+        "policy weights": tensor_bytes(policy.parameters()),
+        "gradients": tensor_bytes(p.grad for p in policy.parameters() if p.grad is not None),
+        "AdamW state": tensor_bytes(state),
+        "reference weights": tensor_bytes(reference.parameters()) if reference is not None else 0,
+        "activations": act,
+        "step s": statistics.median(times) if times else float("nan"),
+    }
+
+
+def compare_memory(**kw: Any) -> dict[str, dict[str, float]]:
+    """:func:`measure_step` with a reference (DPO) and without (SimPO/ORPO); ``kw`` go to both."""
+    return {
+        "DPO (reference)": measure_step(True, **kw),
+        "SimPO/ORPO (no reference)": measure_step(False, **kw),
+    }
+
+
+def memory_summary(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Total bytes of each row and the reference-free/DPO ratios of memory and step time."""
+    dpo, free = results["DPO (reference)"], results["SimPO/ORPO (no reference)"]
+    total_dpo, total_free = (sum(r[k] for k in MEMORY_KEYS) for r in (dpo, free))
+    no_act = [sum(r[k] for k in MEMORY_KEYS if k != "activations") for r in (dpo, free)]
+    return {
+        "DPO total": total_dpo,
+        "free total": total_free,
+        "memory ratio": total_free / total_dpo,
+        "memory ratio without activations": no_act[1] / no_act[0],
+        "step ratio": free["step s"] / dpo["step s"],
+    }
+
+
+def format_memory(results: dict[str, dict[str, float]]) -> str:
+    """The memory comparison as a fixed-width text table (MB) with the ratios underneath."""
+    lines = [f"{'':27s}" + "".join(f"{k:>18s}" for k in MEMORY_KEYS) + f"{'total MB':>10s}{'step ms':>9s}"]
+    for name, r in results.items():
+        total = sum(r[k] for k in MEMORY_KEYS)
+        lines.append(
+            f"{name:27s}"
+            + "".join(f"{r[k] / 1e6:16.2f}MB" for k in MEMORY_KEYS)
+            + f"{total / 1e6:10.2f}{r['step s'] * 1e3:9.1f}"
+        )
+    s = memory_summary(results)
+    lines.append(
+        f"reference-free / DPO memory: {s['memory ratio']:.2f} (without activations "
+        f"{s['memory ratio without activations']:.2f});  step time ratio {s['step ratio']:.2f}"
+    )
+    return "\n".join(lines)
+
+
+def plot_memory(ax: Any, results: dict[str, dict[str, float]]) -> None:
+    """Stacked horizontal bars (MB per component) of :func:`compare_memory`'s result on a matplotlib axis."""
+    names = list(results)
+    left = [0.0] * len(names)
+    for k in MEMORY_KEYS:
+        vals = [results[n][k] / 1e6 for n in names]
+        ax.barh(names, vals, left=left, label=k)
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    ax.set_xlabel("MB")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training the tiny course model with TRL's trainers
+# --------------------------------------------------------------------------------------------------------
+
+
+WORDINGS = ("held-out", "pre-training")
+
+
+def load_pairs(split: str, wording: str = "held-out", chat: bool = False, n: int | None = None) -> Any:
+    """The course's sum preference pairs; ``wording="held-out"`` asks them as "Add 78 and 93." instead.
+
+    The tiny LM was pre-trained on "What is 78 + 93?" and already answers held-out operand pairs in that
+    wording perfectly, so those pairs are saturated. "Add a and b." is the instruction wording pre-training
+    never saw (the ``add_words`` task of the instruction data), where the base model is right 4-5% of the
+    time: there preference training has something to teach. ``n``: the first ``n`` rows only.
+    """
+    from sparkcourse.datasets_course import load_preferences
+
+    if wording not in WORDINGS:
+        raise ValueError(f"unknown wording {wording!r}; expected one of {WORDINGS}")
+    ds = load_preferences(split)
+    if n is not None:
+        ds = ds.select(range(min(n, len(ds))))
+    if wording == "held-out":
+        ds = ds.map(
+            lambda r: {"prompt": re.sub(r"^What is (\d+) \+ (\d+)\?$", r"Add \1 and \2.", r["prompt"])}
+        )
+    if chat:  # conversational rows: TRL applies the chat template
+        ds = ds.map(
+            lambda r: {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                "rejected": [{"role": "assistant", "content": r["rejected"]}],
+            }
+        )
+    return ds
+
+
+def tokenize_pair(tokenizer: Any, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """Ids and completion mask of the chat prompt followed by the answer and the end-of-turn token."""
+    from sparkcourse.models import chat_prompt
+
+    p_ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answer + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    return p_ids + a_ids, [0] * len(p_ids) + [1] * len(a_ids)
+
+
+def trl_args(config_cls: type, **kw: Any) -> Any:
+    """A TRL config with quiet CPU settings for every trainer (TRL defaults to bf16); kw override them."""
+    base: dict[str, Any] = dict(
+        output_dir=os.path.join(tempfile.gettempdir(), "sparkcourse_pref"),
+        per_device_train_batch_size=8,
+        max_steps=40,
+        learning_rate=5e-4,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        logging_strategy="no",
+        save_strategy="no",
+        activation_checkpointing=False,
+        seed=0,
+    )
+    base.update(kw)
+    return config_cls(**base)
+
+
+def to_kto(ds: Any, seed: int = 0) -> Any:
+    """Paired rows -> shuffled unpaired ``(prompt, completion, label)`` rows for KTO (chosen: True)."""
+    import datasets
+
+    rows = [
+        {"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
+        for r in ds
+        for k in ("chosen", "rejected")
+    ]
+    return datasets.Dataset.from_list(rows).shuffle(seed=seed)
+
+
+@torch.no_grad()
+def preference_accuracy(model: Any, tokenizer: Any, ds: Any, logps: LogpsFn | None = None) -> float:
+    """Fraction of pairs whose chosen answer has the higher length-averaged log-prob under ``model``."""
+    logps = logps or _sequence_logps
+    was_training = model.training
+    model.eval()
+    wins = 0
+    for row in ds:
+        scores = []
+        for kind in ("chosen", "rejected"):
+            ids, m = tokenize_pair(tokenizer, row["prompt"], row[kind])
+            ids_t = torch.tensor([ids], device=model.device)
+            logits = model(ids_t).logits.double()
+            scores.append(logps(logits, ids_t, torch.tensor([m], device=model.device), average=True).item())
+        wins += scores[0] > scores[1]
+    model.train(was_training)
+    return wins / len(ds)
+
+
+def chosen_exact_match(model: Any, tokenizer: Any, ds: Any, max_new_tokens: int = 8) -> float:
+    """Fraction of prompts whose greedy answer is exactly the chosen (correct) answer."""
+    from sparkcourse.models import generate_batch
+
+    answers = generate_batch(model, tokenizer, list(ds["prompt"]), max_new_tokens=max_new_tokens)
+    return sum(a == c.strip() for a, c in zip(answers, ds["chosen"], strict=True)) / len(ds)
+
+
+def evaluate(model: Any, tokenizer: Any, test: Any, logps: LogpsFn | None = None) -> dict[str, float]:
+    """Reward accuracy and exact match of ``model`` on plain-string preference rows."""
+    return {
+        "reward acc": preference_accuracy(model, tokenizer, test, logps),
+        "exact match": chosen_exact_match(model, tokenizer, test),
+    }
+
+
+def make_trainer(
+    name: str,
+    model: Any,
+    tokenizer: Any,
+    train: Any,
+    steps: int = 40,
+    seed: int = 0,
+    learning_rate: float | None = None,
+    beta: float | None = None,
+    **kw: Any,
+) -> Any:
+    """The TRL trainer for ``name`` in METHODS on conversational pairs ``train`` (KTO gets them unpaired)."""
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {METHODS}")
+    beta = DEFAULT_BETA[name] if beta is None else beta
+    learning_rate = DEFAULT_LR[name] if learning_rate is None else learning_rate
+    common = dict(max_steps=steps, seed=seed, learning_rate=learning_rate, beta=beta, **kw)
+    if name == "DPO":
+        args, cls, data = trl_args(DPOConfig, **common), DPOTrainer, train
+    elif name == "SimPO":
+        args = trl_args(
+            CPOConfig,
+            loss_type="simpo",
+            cpo_alpha=0.0,
+            simpo_gamma=1.0,
+            remove_unused_columns=False,
+            **common,
+        )
+        cls, data = CPOTrainer, train
+    elif name == "ORPO":
+        args, cls, data = trl_args(ORPOConfig, remove_unused_columns=False, **common), ORPOTrainer, train
+    elif name == "KTO":
+        args, cls, data = trl_args(KTOConfig, **common), KTOTrainer, to_kto(train, seed)
+    else:
+        raise ValueError(f"unknown method {name!r}; expected one of {METHODS}")
+    trainer = cls(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+    if args.logging_strategy == "no":  # the printer would still print the final metrics dict
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def run_method(
+    name: str,
+    train: Any,
+    test: Any,
+    steps: int = 40,
+    seed: int = 0,
+    learning_rate: float | None = None,
+    beta: float | None = None,
+    logps: LogpsFn | None = None,
+    **kw: Any,
+) -> dict[str, float]:
+    """Train a fresh tiny course LM with ``name``'s TRL trainer; reward accuracy, exact match, train seconds.
+
+    ``train``: conversational pairs (``load_preferences("train", chat=True)``); ``test``: plain-string pairs
+    (:func:`load_pairs`). ``learning_rate``/``beta``: None for the method's default; ``kw`` go to the TRL
+    config.
+    """
+    from sparkcourse.models import load_tiny_lm
+
+    torch.manual_seed(seed)
+    model, tokenizer = load_tiny_lm()
+    model.train()
+    trainer = make_trainer(name, model, tokenizer, train, steps, seed, learning_rate, beta, **kw)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    result = evaluate(trainer.model, tokenizer, test, logps)
+    result["train s"] = seconds
+    return result
+
+
+def base_row(test: Any, logps: LogpsFn | None = None) -> dict[str, float]:
+    """The untrained tiny course LM's metrics (the table's first row)."""
+    from sparkcourse.models import load_tiny_lm
+
+    model, tokenizer = load_tiny_lm()
+    result = evaluate(model, tokenizer, test, logps)
+    result["train s"] = 0.0
+    return result
+
+
+def compare_methods(
+    train: Any,
+    test: Any,
+    methods: Sequence[str] = METHODS,
+    steps: int = 40,
+    seed: int = 0,
+    logps: LogpsFn | None = None,
+    **kw: Any,
+) -> dict[str, dict[str, float]]:
+    """The table: the base model, then each method trained for ``steps`` steps with ``seed``."""
+    table = {"base (no training)": base_row(test, logps)}
+    for method in methods:
+        table[method] = run_method(method, train, test, steps=steps, seed=seed, logps=logps, **kw)
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    """:func:`compare_methods`'s result as a fixed-width text table."""
+    lines = [f"{'method':20s} {'reward acc':>10s} {'exact match':>12s} {'train s':>8s}"]
+    for name, r in table.items():
+        lines.append(f"{name:20s} {r['reward acc']:10.2f} {r['exact match']:12.2f} {r['train s']:8.1f}")
+    return "\n".join(lines)
+
+
+def plot_table(ax: Any, table: dict[str, dict[str, float]]) -> None:
+    """Reward accuracy and exact match bars per method on a matplotlib axis."""
+    xs = range(len(table))
+    ax.bar([x - 0.2 for x in xs], [r["reward acc"] for r in table.values()], 0.4, label="reward accuracy")
+    ax.bar([x + 0.2 for x in xs], [r["exact match"] for r in table.values()], 0.4, label="exact match")
+    ax.set_xticks(list(xs), list(table), fontsize=8)
+    ax.set_ylim(0, 1.2)
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value; NaN-free)."""
+    vals = [float(v) for v in values if not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)

@@ -1,0 +1,153 @@
+"""Week 04's training lab (sparkcourse.preference_lab) and its CPU benchmark, on a few rows and 2 steps."""
+
+from __future__ import annotations
+
+import math
+import os
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from sparkcourse import preference_lab as pl  # noqa: E402
+from sparkcourse.models import TINY_LM_PATH  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "preference_tiny.py"
+needs_tiny_lm = pytest.mark.skipif(
+    not (TINY_LM_PATH / "config.json").exists(), reason="tiny course LM missing"
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    import datasets
+
+    datasets.disable_progress_bars()
+    return pl.load_pairs("train", chat=True, n=16), pl.load_pairs("test", n=6)
+
+
+def test_held_out_wording_rewrites_the_prompt_only():
+    plain = pl.load_pairs("test", "pre-training", n=3)
+    held = pl.load_pairs("test", "held-out", n=3)
+    for a, b in zip(plain, held, strict=True):
+        x, y = a["prompt"].removeprefix("What is ").removesuffix("?").split(" + ")
+        assert b["prompt"] == f"Add {x} and {y}."
+        assert (a["chosen"], a["rejected"]) == (b["chosen"], b["rejected"])
+        assert int(a["chosen"]) == int(x) + int(y) != int(a["rejected"])
+    chat = pl.load_pairs("train", chat=True, n=2)
+    assert chat[0]["prompt"][0]["role"] == "user" and chat[0]["chosen"][0]["role"] == "assistant"
+    with pytest.raises(ValueError):
+        pl.load_pairs("test", "klingon")
+
+
+def test_private_logps_matches_the_course_reference():
+    from sparkcourse.reference import preference as ref
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 9, 11, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 11, (3, 9), generator=g)
+    mask = (torch.arange(9)[None] >= torch.tensor([2, 3, 4])[:, None]).long()
+    for avg in (False, True):
+        torch.testing.assert_close(
+            pl._sequence_logps(logits, ids, mask, average=avg),
+            ref.sequence_logps(logits, ids, mask, average=avg),
+        )
+
+
+@needs_tiny_lm
+@pytest.mark.parametrize("method", ["DPO", "ORPO"])  # one with a reference model, one reference-free
+def test_run_method_returns_finite_fractions(pairs, method):
+    train, test = pairs
+    r = pl.run_method(method, train, test, steps=2, per_device_train_batch_size=4)
+    for key in ("reward acc", "exact match"):
+        assert 0.0 <= r[key] <= 1.0 and math.isfinite(r[key]), (key, r)
+        assert r[key] * len(test) == pytest.approx(round(r[key] * len(test))), "a fraction of the 6 test rows"
+    assert r["train s"] > 0
+
+
+def test_measure_step_counts_the_reference_weights():
+    kw = dict(hidden=32, layers=1, batch=2, length=8, steps=1)
+    with_ref, without = pl.measure_step(True, **kw), pl.measure_step(False, **kw)
+    model = pl.small_llama(hidden=32, layers=1, length=8)
+    independent = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert without["reference weights"] == 0
+    assert (
+        with_ref["reference weights"]
+        == independent
+        == with_ref["policy weights"]
+        == without["policy weights"]
+    )
+    assert with_ref["gradients"] == independent
+    assert with_ref["AdamW state"] == 2 * independent  # exp_avg and exp_avg_sq, fp32
+    assert with_ref["activations"] > 0 and without["activations"] > 0
+    s = pl.memory_summary({"DPO (reference)": with_ref, "SimPO/ORPO (no reference)": without})
+    assert 0.5 < s["memory ratio"] < 1 and s["memory ratio without activations"] == pytest.approx(0.8)
+
+
+def test_tensor_bytes_counts_a_shared_storage_once():
+    t = torch.zeros(10, dtype=torch.float64)
+    assert pl.tensor_bytes([t, t[2:5], t.view(2, 5)]) == 80
+    assert pl.tensor_bytes([t, torch.zeros(3)]) == 92
+
+
+@needs_tiny_lm
+def test_benchmark_writes_markdown_and_png(tmp_path):
+    out = tmp_path / "bench.md"
+    bench = runpy.run_path(str(BENCH))
+    rc = bench["main"](
+        [
+            "--steps",
+            "2",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--methods",
+            "SimPO",
+            "--wordings",
+            "held-out",
+            "--train-rows",
+            "8",
+            "--test-rows",
+            "4",
+            "--memory-steps",
+            "1",
+            "--sweep",
+            "KTO:1e-4",
+        ]
+    )
+    assert rc == 0
+    text = out.read_text()
+    for needle in (
+        "date:",
+        "command:",
+        "machine:",
+        "vCPUs",
+        "load average",
+        "shared",
+        "torch ",
+        "trl ",
+        "reference-free / DPO memory",
+        "step time",
+        "| SimPO |",
+        "| base (no training) |",
+        "| reward acc |",
+        "held-out wording",
+        "reference weights (MB)",
+        "What else was tried",
+        "| KTO | 0.0001 | 0.1 | 2 |",
+    ):
+        assert needle in text, needle
+    assert (tmp_path / "bench.png").stat().st_size > 1000
