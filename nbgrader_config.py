@@ -7,7 +7,9 @@ c = get_config()  # noqa: F821 - provided by nbgrader
 c.CourseDirectory.course_id = "sparkcourse"
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 # The gradebook is nbgrader's embedded default, an SQLite file in the course root:
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
+# `timeout`: a writer waits up to 120 s for another grading worker's transaction instead of failing with
+# "database is locked" (`sparkcourse grade` also switches the file to WAL so readers never block writers).
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db") + "?timeout=120"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".*"]
 
 # The stub that replaces every ### BEGIN SOLUTION ... ### END SOLUTION block.
@@ -20,7 +22,29 @@ c.LockCells.lock_grade_cells = True
 c.LockCells.lock_readonly_cells = True
 c.OverwriteCells.add_missing_cells = True
 
-# Time limits: per cell here; per notebook in `sparkcourse grade` (SPARKCOURSE_NOTEBOOK_TIMEOUT, seconds).
+# Grading runs each submission in sparkcourse's sandboxed, crash-tolerant kernel (sparkcourse/sandbox.py):
+# nbgrader's Execute is replaced, the rest of nbgrader's autograde steps are unchanged.
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "sparkcourse.sandbox.DropDuplicateGradeIds",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.Autograde.autograde_preprocessors = [
+    "sparkcourse.sandbox.SandboxedExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# Time limits: per cell (Execute.timeout) and per notebook (SandboxedExecute.notebook_timeout, default
+# SPARKCOURSE_NOTEBOOK_TIMEOUT or 300 s; cells after it record 0). Memory, processes, file size and output caps:
+# SandboxedExecute.memory_mb / nproc / fsize_mb / output_limit (see sparkcourse/sandbox.py).
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
 c.Execute.startup_timeout = 120

@@ -520,9 +520,15 @@ import torch
 
 from sparkcourse.reference import quantization as ref
 
+
+
+def coarse(t):  # a stand-in quantiser defined here: the sandbox lets no student code call the reference's
+    return torch.round(t * 64) / 64
+
+
 m1, m2 = make_tiny_llama(seed=4, layers=3), make_tiny_llama(seed=4, layers=3)
-n1 = fake_quantize_linears(m1, ref.nvfp4_qdq)
-n2 = ref.fake_quantize_linears(m2, ref.nvfp4_qdq)
+n1 = fake_quantize_linears(m1, coarse)
+n2 = ref.fake_quantize_linears(m2, coarse)
 check_property(sorted(n1) == sorted(n2), "the set of quantised layers differs from the expected decoder Linears")
 s1, s2 = m1.state_dict(), m2.state_dict()
 for k in s2:

@@ -97,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                        ("sample-class", "write the sample class into submitted/")):
         p = sub.add_parser(name, help=text)
         p.add_argument("assignments", nargs="*", help="only these assignments")
+        if name == "grade":
+            p.add_argument("--workers", "-j", type=int, default=None,
+                           help="submissions graded at once (default: the number of cores)")
+            p.add_argument("--resume", action="store_true",
+                           help="skip submissions already graded since they last changed (after an interruption)")
+            p.add_argument("--student", action="append", default=None, help="only this student (repeatable)")
     sub.add_parser("report", help="grade table (CSV, printed) and a score histogram")
     p = sub.add_parser("bundle", help="zip what students receive")
     p.add_argument("--out", type=Path, default=None)
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(course.make_sample_class(root, only))} submissions written")
         return 0
     if args.cmd == "grade":
-        _print_results("grade", course.grade(root, only))
+        _print_results("grade", course.grade(root, only, workers=args.workers, resume=args.resume,
+                                             students=args.student))
         return 0  # failed submissions are reported, not fatal to the class
     if args.cmd == "feedback":
         return 1 if _print_results("feedback", course.feedback(root, only)) else 0

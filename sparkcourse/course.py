@@ -46,25 +46,43 @@ class StepResult:
     ok: bool
     seconds: float
     message: str = ""
+    sandbox: str = ""  # what the grading kernel could isolate on this machine (from its log)
 
 
-def nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m nbgrader ARGS`` in the course root, in its own process group, with a time limit."""
+_RUNNING: set[subprocess.Popen] = set()  # nbgrader processes in flight (killed if grading is interrupted)
+
+
+def nbgrader(root: Path, *args: str, timeout: float | None = None, prefix: tuple[str, ...] = (),
+             env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m nbgrader ARGS`` in the course root, in its own process group, with a time limit.
+
+    ``prefix`` wraps the command (``sandbox.isolation_prefix()``: its own network and PID namespaces)."""
     # nbgrader runs `alembic` and `jupyter` from PATH: put this interpreter's scripts first, venv activated or not.
     scripts = str(Path(sys.executable).parent)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=scripts + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=scripts + os.pathsep + os.environ.get("PATH", ""),
+               **(env_extra or {}))
     env.pop("NBGRADER_EXECUTION", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nbgrader", *args], cwd=root, env=env, text=True,
+        [*prefix, sys.executable, "-m", "nbgrader", *args], cwd=root, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    _RUNNING.add(proc)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _killpg(proc)
         out, _ = proc.communicate()
         return subprocess.CompletedProcess(proc.args, -9, (out or "") + f"\n[sparkcourse] timed out after {timeout} s")
+    finally:
+        _RUNNING.discard(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out)
+
+
+def _killpg(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _timed(fn):
@@ -113,26 +131,102 @@ def check_submission(root: Path, assignment: str, student: str) -> str | None:
     return None
 
 
+def _gradebook_wal(root: Path) -> None:
+    """Switch the gradebook to WAL (persistent): parallel graders' reads never block a writer's commit."""
+    import sqlite3
+
+    db = root / "gradebook.db"
+    if db.exists():
+        with sqlite3.connect(db, timeout=60) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+
+
+def graded_already(root: Path, assignment: str, student: str) -> bool:
+    """True if the autograded notebook is newer than the submission and the gradebook has its score."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    done = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+    sub = root / "submitted" / student / assignment
+    if not done.exists() or not sub.is_dir():
+        return False
+    newest = max((p.stat().st_mtime for p in sub.rglob("*") if p.is_file()), default=0.0)
+    if done.stat().st_mtime < newest:
+        return False
+    try:
+        with Gradebook("sqlite:///" + str(root / "gradebook.db")) as gb:
+            return gb.find_submission(assignment, student).score is not None
+    except MissingEntry:
+        return False
+
+
+def _autograde_one(root: Path, a: str, s: str, timeout: float, prefix: tuple[str, ...]) -> StepResult:
+    problem = check_submission(root, a, s)
+    if problem:
+        return StepResult(a, s, False, 0.0, problem)
+    # the outer limit is a backstop: the sandboxed executor stops at `timeout` and still records the grades
+    proc, secs = _timed(lambda: nbgrader(root, "autograde", a, "--student", s, "--force", timeout=timeout + 180,
+                                         prefix=prefix, env_extra={"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}))
+    errors = _nbgrader_errors(proc.stdout)
+    notes = sorted({ln.split("] ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("[sparkcourse.sandbox]")})
+    restarts = [ln for ln in proc.stdout.splitlines() if "sandbox: cell" in ln]
+    # nbgrader logs ERROR for every cell that timed out; what counts is whether the graded notebook was written
+    ok = (proc.returncode == 0 and "error processing assignment" not in proc.stdout
+          and (root / "autograded" / s / a / f"{a}.ipynb").exists())
+    message = "" if ok else ("\n".join(errors) or proc.stdout[-2000:])
+    if restarts:
+        message = "\n".join([*(r.split("sandbox: ", 1)[1] for r in restarts), message]).strip()
+    return StepResult(a, s, ok, secs, message, sandbox="; ".join(notes))
+
+
 def grade(root: Path, only: list[str] | None = None, progress: bool = True,
-          timeout: float = NOTEBOOK_TIMEOUT) -> list[StepResult]:
-    """``nbgrader autograde`` every submitted student, one process each; a broken submission is reported and skipped."""
+          timeout: float = NOTEBOOK_TIMEOUT, workers: int | None = None, resume: bool = False,
+          students: list[str] | None = None) -> list[StepResult]:
+    """``nbgrader autograde`` every submitted student, ``workers`` at a time (default: one per core).
+
+    Each submission runs in its own sandboxed nbgrader process (``sparkcourse.sandbox``); a broken submission is
+    reported and the class carries on. ``resume`` skips submissions graded after they were last changed.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm import tqdm
 
-    jobs = [(a, s) for a in only or assignments(root) for s in submitted_students(root, a)]
-    results = []
-    bar = tqdm(jobs, desc="grading", unit="submission", disable=not progress, file=sys.stdout)
-    for a, s in bar:
-        bar.set_postfix_str(f"{a}/{s}")
-        problem = check_submission(root, a, s)
-        if problem:
-            results.append(StepResult(a, s, False, 0.0, problem))
-            continue
-        proc, secs = _timed(lambda a=a, s=s: nbgrader(root, "autograde", a, "--student", s, "--force",
-                                                      timeout=timeout))
-        errors = _nbgrader_errors(proc.stdout)
-        ok = proc.returncode == 0 and not errors
-        results.append(StepResult(a, s, ok, secs, "" if ok else ("\n".join(errors) or proc.stdout[-2000:])))
-    write_log(root, "grade", results)
+    from sparkcourse import sandbox
+
+    workers = max(1, workers or os.cpu_count() or 1)
+    jobs = [(a, s) for a in only or assignments(root) for s in submitted_students(root, a)
+            if students is None or s in students]
+    results: list[StepResult] = []
+    if resume:
+        skipped = [(a, s) for a, s in jobs if graded_already(root, a, s)]
+        results += [StepResult(a, s, True, 0.0, "already graded (resume)") for a, s in skipped]
+        jobs = [j for j in jobs if j not in set(skipped)]
+    prefix, how = sandbox.isolation_prefix()
+    _gradebook_wal(root)
+    bar = tqdm(total=len(jobs), desc=f"grading ({workers} workers)", unit="submission", disable=not progress,
+               file=sys.stdout)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = {pool.submit(_autograde_one, root, a, s, timeout, prefix): (a, s) for a, s in jobs}
+        for fut in as_completed(futures):
+            a, s = futures[fut]
+            try:
+                results.append(fut.result())
+            except Exception as exc:  # the grader itself failed on this one: report it, carry on
+                results.append(StepResult(a, s, False, 0.0, f"{type(exc).__name__}: {exc}"))
+            bar.set_postfix_str(f"{a}/{s}")
+            bar.update()
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(_RUNNING):
+            _killpg(proc)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+        order = {j: i for i, j in enumerate((a, s) for a in only or assignments(root)
+                                            for s in submitted_students(root, a))}
+        results.sort(key=lambda r: order.get((r.assignment, r.student), 0))
+        write_log(root, "grade", results, isolation=how, workers=workers)
     return results
 
 
@@ -158,11 +252,13 @@ def feedback(root: Path, only: list[str] | None = None) -> list[StepResult]:
     return results
 
 
-def write_log(root: Path, step: str, results: list[StepResult]) -> Path:
-    """Write the step's results as JSON under reports/ for TAs and tests."""
+def write_log(root: Path, step: str, results: list[StepResult], **about) -> Path:
+    """Write the step's results as JSON under reports/ for TAs and tests (``about``: reports/STEP-run.json)."""
     out = root / "reports" / f"{step}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    if about:
+        (root / "reports" / f"{step}-run.json").write_text(json.dumps(about, indent=1))
     return out
 
 

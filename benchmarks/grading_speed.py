@@ -1,0 +1,134 @@
+"""Grading speed: the sample class of one week graded with 1 and with N workers, and the overhead of grading
+over plainly executing the same notebook (``jupyter nbconvert --execute``).
+
+Usage: python benchmarks/grading_speed.py [--week 00-spark-capacity] [--workers 2] [--out benchmarks/grading_speed.md]
+Each configuration grades in a fresh temporary course built from this checkout (sandbox on, as `sparkcourse grade`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _course(tmp: Path, week: str) -> Path:
+    """A temporary course with the week built and its sample class submitted."""
+    from sparkcourse import course
+
+    root = tmp / "course"
+    root.mkdir()
+    for name in ("nbgrader_config.py", "source", "sample_class"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+    assert all(r.ok for r in course.build(root, [week])), "build failed"
+    course.make_sample_class(root, [week])
+    return root
+
+
+def grade_seconds(week: str, workers: int) -> tuple[float, dict[str, float]]:
+    """Wall time of `sparkcourse grade` over the sample class, and each gradable submission's score."""
+    from sparkcourse import course
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _course(Path(tmp), week)
+        t0 = time.perf_counter()
+        results = course.grade(root, [week], progress=False, workers=workers)
+        seconds = time.perf_counter() - t0
+        table = course.report(root, show=False)
+        scores = {r.student: table.scores.get(r.student, {}).get(week) for r in results if r.ok}
+    return seconds, scores
+
+
+def plain_seconds(week: str, student: str = "ada") -> tuple[float, float]:
+    """(nbconvert --execute of one sample submission, sparkcourse grade of the same submission alone)."""
+    from sparkcourse import course
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _course(Path(tmp), week)
+        nb = root / "submitted" / student / week / f"{week}.ipynb"
+        work = Path(tmp) / "plain"
+        work.mkdir()
+        shutil.copy2(nb, work / nb.name)
+        env = dict(os.environ, SPARKCOURSE_PROFILE="tiny", NBGRADER_EXECUTION="autograde",
+                   PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                        "--ExecutePreprocessor.timeout=120", "--allow-errors", "--output", "out.ipynb", nb.name],
+                       cwd=work, env=env, check=True, capture_output=True)
+        plain = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        course.grade(root, [week], progress=False, workers=1, students=[student])
+        graded = time.perf_counter() - t0
+    return plain, graded
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three measurements and print (or write) a markdown report."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--week", default="00-spark-capacity")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out")
+    args = p.parse_args(argv)
+    from sparkcourse import sandbox
+
+    load_start = _load()
+    t1, s1 = grade_seconds(args.week, 1)
+    tn, sn = grade_seconds(args.week, args.workers)
+    plain, graded = plain_seconds(args.week)
+    load_end = _load()
+    command = "python " + " ".join(shlex.quote(a) for a in
+                                   ["benchmarks/grading_speed.py", *(argv if argv is not None else sys.argv[1:])])
+    lines = [
+        f"# Grading speed: week {args.week}, sample class", "",
+        f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- command: `{command}`",
+        f"- machine: {_cpu()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}; load average "
+        f"(1, 5, 15 min) at start {load_start}, at end {load_end} (a shared machine: other jobs ran)",
+        f"- sandbox: {sandbox.isolation_prefix()[1]}", "",
+        "| measurement | seconds |", "|---|---|",
+        f"| grade the sample class ({len(s1)} gradable submissions), 1 worker | {t1:.1f} |",
+        f"| grade the sample class, {args.workers} workers | {tn:.1f} |",
+        f"| speed-up with {args.workers} workers | {t1 / tn:.2f}× |",
+        f"| `jupyter nbconvert --execute` of ada's notebook | {plain:.1f} |",
+        f"| `sparkcourse grade` of ada's notebook alone | {graded:.1f} |",
+        f"| grading overhead (sanitise, sandbox, gradebook) | {graded - plain:+.1f} ({graded / plain:.2f}×) |", "",
+        f"Scores agree between the two runs: {s1 == sn} ({s1}).",
+    ]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0 if s1 == sn else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Hostile submissions: each is graded right (honest parts score, cheating scores 0), the class run completes,
+no other student's result changes, nothing leaks into feedback, and the grader's files are untouched.
+
+The battery grades week 00 with two workers and a 30 s cell limit (one class run: 4-8 minutes on 2 shared cores)."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import ROOT
+
+from sparkcourse import course, sandbox
+
+A = "00-spark-capacity"
+HOSTILE = Path(__file__).parent / "hostile"
+CASES = sorted(p.stem for p in HOSTILE.glob("*.py"))
+HONEST = {"ada": 17, "bob": 7}  # sample students graded alongside: their scores must not move
+
+
+def _zero(name: str) -> set[str]:
+    first = (HOSTILE / f"{name}.py").read_text().splitlines()[0]
+    assert first.startswith("# zero:"), name
+    return set(first.split(":", 1)[1].split())
+
+
+def _tamper(nb) -> None:
+    """Edit a locked test, change a cell's type, delete a test, duplicate a grade id, change the kernelspec."""
+    cells = []
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "test_kv_bytes":
+            continue
+        if gid == "test_audit":
+            cell.source = "pass"
+        if gid == "test_training":
+            cell = nbformat.v4.new_markdown_cell(cell.source, metadata=cell.metadata)
+        cells.append(cell)
+    dup = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_bits_per_param")
+    cells.append(nbformat.v4.new_code_cell("pass", metadata=json.loads(json.dumps(dup.metadata))))
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "evil", "language": "python"}
+
+
+@dataclass
+class Battery:
+    root: Path
+    results: dict
+    scores: dict
+    digests: dict
+    digests_after: dict
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+request_cleanup: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup():
+    yield
+    for path in request_cleanup:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def battery(tmp_path_factory) -> Battery:
+    # Outside /tmp where possible: the kernel gets a private /tmp, which would hide a course under /tmp wholesale
+    # and leave the file-hiding mounts (the production case) untested.
+    var_tmp = Path("/var/tmp")
+    if var_tmp.is_dir() and os.access(var_tmp, os.W_OK):
+        root = Path(tempfile.mkdtemp(prefix="sparkcourse-hostile-", dir=var_tmp))
+        request_cleanup.append(root)
+    else:
+        root = tmp_path_factory.mktemp("hostile")
+    for name in ("nbgrader_config.py", "source", "sample_class"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+    with open(root / "nbgrader_config.py", "a") as fh:
+        fh.write("\nc.Execute.timeout = 30\nc.SandboxedExecute.memory_mb = 3072\n")
+    assert all(r.ok for r in course.build(root, [A]))
+    course.make_sample_class(root, [A])
+    for s in ("blank", "cyd", "dee"):  # keep the battery short: two honest students are enough witnesses
+        shutil.rmtree(root / "submitted" / s)
+    release = nbformat.read(root / "release" / A / f"{A}.ipynb", as_version=4)
+    honest = course._answers(ROOT / "sample_class" / A / "ada.py")
+    for case in CASES:
+        answers = {**honest, **course._answers(HOSTILE / f"{case}.py")}
+        nb = json.loads(json.dumps(release))
+        nb = nbformat.from_dict(nb)
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in answers:
+                cell.source = answers[gid]
+        if case == "tamper":
+            _tamper(nb)
+        target = root / "submitted" / case / A / f"{A}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(nb, target)
+    watched = [root / "submitted" / s / A / f"{A}.ipynb" for s in HONEST] + [
+        root / "release" / A / f"{A}.ipynb", root / "nbgrader_config.py", ROOT / "sparkcourse" / "testing.py"]
+    digests = {p: _digest(p) for p in watched}
+    results = {r.student: r for r in course.grade(root, [A], progress=False, workers=2)}
+    course.feedback(root, [A])
+    from nbgrader.api import Gradebook
+
+    with Gradebook("sqlite:///" + str(root / "gradebook.db")) as gb:
+        scores = {s: {g.name: (g.score, g.max_score) for nb_ in gb.find_submission(A, s).notebooks
+                      for g in nb_.grades} for s in results}
+    return Battery(root, results, scores, digests, {p: _digest(p) for p in watched})
+
+
+def _outputs(b: Battery, student: str) -> str:
+    nb = nbformat.read(b.root / "autograded" / student / A / f"{A}.ipynb", as_version=4)
+    return "\n".join(str(o.get("text", "")) + str(o.get("evalue", "")) for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_the_class_run_completes(battery):
+    assert set(battery.results) == set(CASES) | set(HONEST)
+    bad = {s: r.message[-500:] for s, r in battery.results.items() if not r.ok}
+    assert not bad, bad
+    assert not [s for s, r in battery.results.items() if "database is locked" in r.message]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_submission_is_graded_right(battery, case):
+    zero = _zero(case)
+    got = battery.scores[case]
+    assert zero <= set(got), f"unknown grade ids in {case}: {zero - set(got)}"
+    wrong = {g: s for g, s in got.items() if s[0] != (0 if g in zero else s[1])}
+    assert not wrong, f"{case}: cells graded wrong (score, max): {wrong}"
+    fb = battery.root / "feedback" / case / A / f"{A}.html"
+    assert fb.exists(), f"{case}: no feedback written"
+
+
+@pytest.mark.parametrize("student", sorted(HONEST))
+def test_other_students_are_unaffected(battery, student):
+    assert sum(s for s, _ in battery.scores[student].values()) == HONEST[student]
+
+
+def test_grader_files_are_untouched(battery):
+    changed = [str(p) for p, d in battery.digests.items() if battery.digests_after[p] != d]
+    assert not changed, f"a submission changed {changed}"
+
+
+def _isolated(b: Battery) -> bool:
+    return "files isolated" in b.results["snoop"].sandbox
+
+
+def test_no_network_no_private_files(battery):
+    if not sandbox.isolation_prefix()[0] or not _isolated(battery):
+        pytest.skip(f"namespaces unavailable here ({sandbox.isolation_prefix()[1]}): see the README's threat model")
+    out = _outputs(battery, "snoop")
+    assert "NET-BLOCKED" in out and "NET-OPEN" not in out
+    assert "READ-BLOCKED" in out and "READ-LEAK" not in out
+    assert "WRITE-DONE" not in out and out.count("WRITE-BLOCKED") == 6
+    targets = [battery.root / "gradebook.db", battery.root / "nbgrader_config.py",
+               battery.root / "release" / A / f"{A}.ipynb", ROOT / "sparkcourse" / "testing.py",
+               *(battery.root / d / "ada" / A / f"{A}.ipynb" for d in ("submitted", "autograded"))]
+    assert not [str(t) for t in targets if t.exists() and b"pwned" in t.read_bytes()]
+    assert re.search(r"FORKED \d+", out), out[-3000:]
+
+
+def test_huge_output_is_capped(battery):
+    path = battery.root / "autograded" / "snoop" / A / f"{A}.ipynb"
+    assert path.stat().st_size < 2_000_000
+    assert "output truncated" in _outputs(battery, "snoop")
+
+
+def test_reference_import_is_refused(battery):
+    out = _outputs(battery, "refimport")
+    assert "BLOCKED-TOP" in out and "IMPORTED-TOP" not in out
+    assert "reference solutions are not available" in out
+
+
+def _hidden_lines() -> set[str]:
+    lines = set()
+    for c in nbformat.read(ROOT / "source" / A / f"{A}.ipynb", as_version=4).cells:
+        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S):
+            lines |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25}
+    visible = set()
+    for c in nbformat.read(ROOT / "release" / A / f"{A}.ipynb", as_version=4).cells:
+        visible |= {ln.strip() for ln in c.source.splitlines()}
+    return lines - visible
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_feedback_shows_no_hidden_tests(battery, case):
+    text = html.unescape(re.sub(r"<[^>]+>", "", (battery.root / "feedback" / case / A / f"{A}.html").read_text()))
+    assert "BEGIN HIDDEN TESTS" not in text
+    leaked = [line for line in _hidden_lines() if line in text]
+    assert not leaked, f"{case}: feedback shows hidden test lines {leaked[:3]}"
+
+
+def test_crash_is_reported_and_the_rest_graded(battery):
+    for case in ("os_exit", "segfault", "sigint_loop"):
+        out = _outputs(battery, case)
+        assert "kernel died" in out or "did not stop" in out, case
+
+
+def test_resume_skips_what_is_graded(battery):
+    again = course.grade(battery.root, [A], progress=False, workers=2, resume=True)
+    assert {r.student for r in again} == set(battery.results)
+    assert all(r.ok and "already graded" in r.message for r in again)
