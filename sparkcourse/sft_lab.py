@@ -1,0 +1,326 @@
+"""Week 03's SFT experiment: full fine-tuning, LoRA, DoRA and LoRA+NEFTune of the tiny course Llama (TRL).
+
+The model is ``sparkcourse.models.load_tiny_lm()``; the training rows are the instruction tasks it was not
+pre-trained on (``datasets_course.HELD_OUT_TASKS``), and the metric is the exact match of the greedy answer on
+a fixed sample of their test rows. ``run_sft_experiment`` is what the notebook (section 5) and
+``benchmarks/sft_tiny.py`` call; ``sft_run`` is one ``SFTTrainer`` run, also used with an 8B model on a Spark.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sparkcourse import datasets_course, models
+
+
+@dataclass(frozen=True)
+class Method:
+    """One fine-tuning recipe: learning rate, LoRA kwargs (None: full fine-tuning), NEFTune alpha."""
+
+    lr: float
+    lora: Mapping[str, Any] | None = None
+    neftune: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more SFTConfig settings for this method only
+
+
+METHODS: dict[str, Method] = {
+    "full": Method(lr=1e-3),
+    "lora": Method(lr=3e-3, lora=dict(r=8, lora_alpha=16)),
+    "dora": Method(lr=3e-3, lora=dict(r=8, lora_alpha=16, use_dora=True)),
+    "lora+neftune": Method(lr=3e-3, lora=dict(r=8, lora_alpha=16), neftune=5.0),
+}
+BASE = "base (no fine-tuning)"
+BATCH_SIZE = 32
+MAX_LENGTH = 128
+
+
+def trainable_params(model: torch.nn.Module) -> int:
+    """Number of parameters that require a gradient."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def sft_data(
+    eval_rows: int = 120, train_rows: int | None = None
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """The held-out tasks in conversational format: (train rows, the first ``eval_rows`` shuffled test rows).
+
+    Both shuffles use seed 0, so every run and seed is scored on the same test rows.
+    """
+    keep = set(datasets_course.HELD_OUT_TASKS)
+    train = datasets_course.load_instruct("train", chat=True).filter(lambda r: r["task"] in keep)
+    test = datasets_course.load_instruct("test", chat=True).filter(lambda r: r["task"] in keep)
+    if len(train) == 0 or len(test) == 0:
+        raise RuntimeError(
+            f"no rows of the held-out tasks {sorted(keep)} in the course data: rebuild it with "
+            "`python tools/make_tiny_lm.py`"
+        )
+    train = train.shuffle(seed=0)
+    if train_rows is not None:
+        train = train.select(range(min(train_rows, len(train))))
+    return train, test.shuffle(seed=0).select(range(min(eval_rows, len(test))))
+
+
+@dataclass
+class SFTResult:
+    """One training run: the trained model, its logged losses, wall-clock and CPU seconds of ``train()``."""
+
+    model: PreTrainedModel
+    losses: list[tuple[int, float]]
+    seconds: float
+    cpu_seconds: float
+
+
+def sft_run(
+    name: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: datasets.Dataset,
+    steps: int,
+    lr: float,
+    lora_kwargs: Mapping[str, Any] | None = None,
+    neftune: float | None = None,
+    seed: int = 0,
+    out: str | None = None,
+    print_logs: bool = False,
+    **overrides: Any,
+) -> tuple[PreTrainedModel, list[tuple[int, float]], float]:
+    """One SFTTrainer run; returns (trained model, [(step, loss)], wall-clock seconds of ``train()``).
+
+    ``lora_kwargs`` None is full fine-tuning (the model is trained in place); otherwise they go to PEFT's
+    ``LoraConfig`` on all linear layers. ``overrides`` go to ``SFTConfig``; ``print_logs`` keeps the
+    Trainer's printed log lines (off: the losses are still returned).
+    """
+    r = sft_train(
+        name, model, tokenizer, train, steps, lr, lora_kwargs, neftune, seed, out, print_logs, **overrides
+    )
+    return r.model, r.losses, r.seconds
+
+
+def sft_train(
+    name: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: datasets.Dataset,
+    steps: int,
+    lr: float,
+    lora_kwargs: Mapping[str, Any] | None = None,
+    neftune: float | None = None,
+    seed: int = 0,
+    out: str | None = None,
+    print_logs: bool = False,
+    **overrides: Any,
+) -> SFTResult:
+    """``sft_run`` returning an ``SFTResult``, with the process CPU time of ``train()`` as well.
+
+    On a shared machine the CPU seconds are the steadier cost measure: wall-clock time also counts the time
+    the process waited for a core.
+    """
+    import peft
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    gpu = torch.cuda.is_available()
+    out = out or tempfile.mkdtemp(prefix="sft-03-")
+    settings = (
+        dict(
+            per_device_train_batch_size=BATCH_SIZE,
+            max_length=MAX_LENGTH,
+            activation_checkpointing=False,
+            bf16=gpu and torch.cuda.is_bf16_supported(),
+            logging_steps=10,
+        )
+        | overrides
+    )
+    args = SFTConfig(
+        output_dir=f"{out}/{name}",
+        max_steps=steps,
+        learning_rate=lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not gpu,
+        neftune_noise_alpha=neftune,
+        **settings,
+    )
+    peft_config = (
+        None
+        if lora_kwargs is None
+        else peft.LoraConfig(
+            target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM", **lora_kwargs
+        )
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=peft_config
+    )
+    if not print_logs:
+        trainer.remove_callback(PrinterCallback)
+    t0, c0 = time.perf_counter(), time.process_time()
+    trainer.train()
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    losses = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
+    return SFTResult(trainer.model, losses, seconds, cpu_seconds)
+
+
+def score(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, test: datasets.Dataset
+) -> tuple[float, dict[str, float]]:
+    """Exact match on all of ``test`` and on each task's rows, from one pass of greedy answers.
+
+    The rule is ``datasets_course.exact_match``'s: the stripped answer equals the reference completion.
+    """
+    answers = models.generate_batch(model, tokenizer, [row[-1]["content"] for row in test["prompt"]])
+    right = [a == ref[-1]["content"].strip() for a, ref in zip(answers, test["completion"], strict=True)]
+    by_task: dict[str, list[bool]] = {}
+    for task, ok in zip(test["task"], right, strict=True):
+        by_task.setdefault(task, []).append(ok)
+    return sum(right) / len(right), {t: sum(v) / len(v) for t, v in sorted(by_task.items())}
+
+
+def run_sft_experiment(
+    methods: Mapping[str, Method] | Sequence[str] = tuple(METHODS),
+    steps: int = 150,
+    seed: int = 0,
+    eval_rows: int = 120,
+    train_rows: int | None = None,
+    logging_steps: int = 10,
+    base: bool = True,
+    verbose: bool = False,
+    **overrides: Any,
+) -> dict[str, dict[str, Any]]:
+    """Fine-tune a fresh tiny course model with each method; score exact match on the held-out test rows.
+
+    ``methods``: names from ``METHODS`` or a ``{name: Method}`` mapping. Returns ``{name: {"em", "em_by_task",
+    "losses", "seconds", "cpu_seconds", "trainable"}}`` with ``losses`` a list of (step, loss) and the seconds
+    those of ``train()``; with ``base`` the first entry (``BASE``) is the model before fine-tuning (no losses,
+    0 s, 0 trainable). ``seed`` sets the LoRA initialisation and the order of the training rows; the test rows
+    are the same for every seed. ``overrides`` go to ``SFTConfig``.
+    """
+    if not isinstance(methods, Mapping):
+        methods = {name: METHODS[name] for name in methods}
+    train, test = sft_data(eval_rows, train_rows)
+    if verbose:
+        print(f"tasks {datasets_course.HELD_OUT_TASKS}: {len(train)} training rows, {len(test)} test rows")
+    results: dict[str, dict[str, Any]] = {}
+    if base:
+        model0, tok = models.load_tiny_lm()
+        em, by_task = score(model0, tok, test)
+        results[BASE] = dict(em=em, em_by_task=by_task, losses=[], seconds=0.0, cpu_seconds=0.0, trainable=0)
+    for name, m in methods.items():
+        torch.manual_seed(seed)  # PEFT initialises lora_A from torch's global generator
+        model, tok = models.load_tiny_lm()
+        model.train()
+        run = sft_train(
+            name,
+            model,
+            tok,
+            train,
+            steps,
+            m.lr,
+            m.lora,
+            m.neftune,
+            seed=seed,
+            logging_steps=logging_steps,
+            **(dict(m.extra) | overrides),
+        )
+        em, by_task = score(run.model, tok, test)
+        results[name] = dict(
+            em=em,
+            em_by_task=by_task,
+            losses=run.losses,
+            seconds=run.seconds,
+            cpu_seconds=run.cpu_seconds,
+            trainable=trainable_params(run.model),
+        )
+        if verbose:
+            print(
+                f"{name:14s} seed {seed}: {run.seconds:.1f} s ({run.cpu_seconds:.1f} s CPU), "
+                f"exact match {em:.3f}"
+            )
+    return results
+
+
+def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One run's results as text: trainable parameters, exact match (all, per task), loss, wall and CPU s."""
+    tasks = list(next(iter(results.values()))["em_by_task"])
+    head = "".join(f" {t[:15]:>15s}" for t in tasks)
+    lines = [
+        f"{'method':22s} {'trainable':>10s} {'exact match':>12s}{head} {'final loss':>11s} "
+        f"{'seconds':>8s} {'CPU s':>6s}"
+    ]
+    for name, r in results.items():
+        last = f"{r['losses'][-1][1]:.3f}" if r["losses"] else "-"
+        per_task = "".join(f" {r['em_by_task'][t]:15.3f}" for t in tasks)
+        lines.append(
+            f"{name:22s} {r['trainable']:10,d} {r['em']:12.3f}{per_task} {last:>11s} "
+            f"{r['seconds']:8.1f} {r['cpu_seconds']:6.1f}"
+        )
+    return "\n".join(lines)
+
+
+def mean_losses(runs: Sequence[Mapping[str, Mapping[str, Any]]], name: str) -> list[tuple[int, float]]:
+    """The loss curve of method ``name`` averaged over several runs (steps where every run logged a loss)."""
+    curves = [dict(run[name]["losses"]) for run in runs if name in run and run[name]["losses"]]
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(s, statistics.fmean(c[s] for c in curves)) for s in steps]
+
+
+def plot_losses(runs: Sequence[Mapping[str, Mapping[str, Any]]], title: str = "SFT of the tiny course model"):
+    """A matplotlib figure of the training loss per method (mean over ``runs``, log scale)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in runs[0]:
+        curve = mean_losses(runs, name)
+        if curve:
+            ax.plot(*zip(*curve, strict=True), label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (completion tokens)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def neftune_noise_rms(alpha: float, seq_len: float, dim: int) -> float:
+    """RMS of NEFTune's noise per embedding element: Uniform(-a, a), a = alpha/sqrt(Ld), has RMS a/sqrt(3)."""
+    return alpha / math.sqrt(seq_len * dim) / math.sqrt(3)
+
+
+def mean_padded_length(
+    tokenizer: PreTrainedTokenizerBase, rows: datasets.Dataset, batch_size: int = BATCH_SIZE
+) -> float:
+    """Mean over consecutive batches of the longest chat-formatted row in tokens (the padded length L)."""
+    lens = [
+        len(
+            tokenizer(
+                tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False),
+                add_special_tokens=False,
+            )["input_ids"]
+        )
+        for r in rows
+    ]
+    return statistics.fmean(max(lens[i : i + batch_size]) for i in range(0, len(lens), batch_size))
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value, nan for none)."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0

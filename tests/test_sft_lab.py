@@ -1,0 +1,115 @@
+"""Week 03's SFT experiment module (sparkcourse.sft_lab) and its benchmark script, on a few steps and rows."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sparkcourse import datasets_course, models, sft_lab  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def keep_threads():
+    """The benchmark sets torch's thread count: restore it afterwards."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _peft_trainable(method: sft_lab.Method) -> int:
+    """Trainable parameters of PEFT's own model for ``method``, counted directly."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = models.load_tiny_lm()
+    cfg = LoraConfig(target_modules="all-linear", task_type="CAUSAL_LM", **method.lora)
+    peft_model = get_peft_model(model, cfg)
+    n = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert n == peft_model.get_nb_trainable_parameters()[0]
+    return n
+
+
+def test_run_sft_experiment_structure_and_counts():
+    results = sft_lab.run_sft_experiment(
+        ["lora", "full"], steps=2, seed=0, eval_rows=4, train_rows=64, logging_steps=1
+    )
+    assert list(results) == [sft_lab.BASE, "lora", "full"]
+    for name, r in results.items():
+        assert set(r) == {"em", "em_by_task", "losses", "seconds", "cpu_seconds", "trainable"}, name
+        assert 0.0 <= r["em"] <= 1.0 and r["seconds"] >= 0.0 and r["cpu_seconds"] >= 0.0
+        assert set(r["em_by_task"]) <= set(datasets_course.HELD_OUT_TASKS) and r["em_by_task"]
+        assert all(0.0 <= v <= 1.0 for v in r["em_by_task"].values())
+    assert results[sft_lab.BASE]["losses"] == [] and results[sft_lab.BASE]["trainable"] == 0
+    for name in ("lora", "full"):
+        losses = results[name]["losses"]
+        assert [step for step, _ in losses] == [1, 2], losses
+        assert all(math.isfinite(loss) and loss > 0 for _, loss in losses), losses
+        assert results[name]["seconds"] > 0
+    lora = results["lora"]["trainable"]
+    assert lora == _peft_trainable(sft_lab.METHODS["lora"])
+    base_model, _ = models.load_tiny_lm()
+    assert results["full"]["trainable"] == sum(p.numel() for p in base_model.parameters())
+    assert 0 < lora < results["full"]["trainable"]
+    text = sft_lab.results_table(results)
+    assert len(text.splitlines()) == 4 and "lora" in text and "365,280" in text
+
+
+def test_score_agrees_with_exact_match():
+    model, tok = models.load_tiny_lm()
+    _, test = sft_lab.sft_data(eval_rows=6)
+    em, by_task = sft_lab.score(model, tok, test)
+    assert em == datasets_course.exact_match(model, tok, test)
+    for task, value in by_task.items():
+        rows = test.filter(lambda r, t=task: r["task"] == t)
+        assert value == datasets_course.exact_match(model, tok, rows), task
+
+
+def test_dora_adds_one_magnitude_per_output_row():
+    lora = _peft_trainable(sft_lab.METHODS["lora"])
+    dora = _peft_trainable(sft_lab.METHODS["dora"])
+    model, _ = models.load_tiny_lm()
+    linear = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
+    assert dora - lora == sum(m.out_features for m in linear)
+
+
+def test_mean_losses_and_mean_sd():
+    runs = [{"a": {"losses": [(10, 2.0), (20, 1.0)]}}, {"a": {"losses": [(10, 4.0), (20, 3.0), (30, 1.0)]}}]
+    assert sft_lab.mean_losses(runs, "a") == [(10, 3.0), (20, 2.0)]
+    assert sft_lab.mean_losses(runs, "missing") == []
+    mean, sd = sft_lab.mean_sd([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7) and sd == pytest.approx(0.2)
+    assert sft_lab.mean_sd([0.4]) == (0.4, 0.0)
+
+
+def test_benchmark_writes_a_markdown_table(tmp_path, keep_threads):
+    spec = importlib.util.spec_from_file_location("sft_tiny", ROOT / "benchmarks" / "sft_tiny.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sft.md"
+    args = "--steps 2 --seeds 0 --eval-rows 4 --train-rows 64 --logging-steps 1 --methods lora".split()
+    path = bench.main([*args, "--out", str(out)])
+    assert path == out and out.with_suffix(".png").stat().st_size > 1000
+    text = out.read_text()
+    needed_strings = ("--steps 2", "vCPUs", "torch CPU threads: 1", "load average", "torch ", "transformers ")
+    for needed in (*needed_strings, "trl ", "peft ", "before fine-tuning", "sft.png"):
+        assert needed in text, needed
+    tables = [block.splitlines() for block in text.split("\n\n") if block.startswith("|")]
+    assert len(tables) == 2, text
+    main, by_task = tables
+    assert main[0].startswith("| method | trainable params | EM seed 0 | EM mean ± sd")
+    for table in tables:
+        assert set(table[1]) <= set("|-")
+        assert all(line.count("|") == table[0].count("|") for line in table), table
+    rows = {line.split("|")[1].strip(): line for line in main[2:]}
+    assert list(rows) == ["lora"]
+    assert f"| {_peft_trainable(sft_lab.METHODS['lora']):,} |" in rows["lora"]
+    assert [line.split("|")[1].strip() for line in by_task[2:]] == [sft_lab.BASE, "lora"]
