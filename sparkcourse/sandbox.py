@@ -183,7 +183,8 @@ def _make_preprocessor():
                           locked=self._locked_hashes(resources), memory_mb=self.memory_mb, nproc=self.nproc,
                           fsize_mb=self.fsize_mb, tmp_mb=self.tmp_mb,
                           expose=[sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).parent),
-                                  os.path.dirname(os.__file__), *site.getsitepackages()])
+                                  os.path.dirname(os.__file__), *site.getsitepackages(),
+                                  *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
             self._kernel_env = dict(os.environ, SPARKCOURSE_SANDBOX=json.dumps(policy),
                                     NBGRADER_EXECUTION="autograde", SPARKCOURSE_PROFILE="tiny")
             self._deadline = monotonic() + self.notebook_timeout

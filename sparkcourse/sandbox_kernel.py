@@ -126,6 +126,23 @@ def _strip_hidden_tests(folder: str) -> None:
             path.unlink(missing_ok=True)  # unreadable: the kernel does not need it
 
 
+def _keep_under_tmp(libc, targets: list[str]) -> list[str]:
+    """Bind what the kernel needs from the real /tmp (a virtual environment or checkout there) into the private
+    tmpfs that is about to replace it, at the same path, read-only."""
+    under = sorted({os.path.realpath(t) for t in targets if t and os.path.realpath(t).startswith("/tmp/")
+                    and os.path.isdir(os.path.realpath(t))})
+    kept: list[str] = []
+    for path in under:
+        if any(path == k or path.startswith(k + os.sep) for k in kept):
+            continue
+        stage = os.path.join("/dev/shm", os.path.relpath(path, "/tmp"))
+        os.makedirs(stage, exist_ok=True)
+        _mount(libc, path, stage, None, MS_BIND | MS_REC)
+        _mount(libc, None, stage, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        kept.append(path)
+    return kept
+
+
 def isolate_files(policy: dict, cwd: str) -> bool:
     """Mount namespace: hide private paths, everything else read-only, private writable tmp and cwd."""
     libc = _libc()
@@ -141,7 +158,8 @@ def isolate_files(policy: dict, cwd: str) -> bool:
         shutil.copytree(cwd, "/dev/shm/.work", symlinks=True, ignore_dangling_symlinks=True)
         _strip_hidden_tests("/dev/shm/.work")  # the notebook being graded holds the restored hidden tests
         _expose(libc, policy.get("expose", []))
-        _mount(libc, "/dev/shm", "/tmp", None, MS_MOVE)
+        kept = _keep_under_tmp(libc, policy.get("expose", []))
+        _mount(libc, "/dev/shm", "/tmp", None, MS_MOVE)  # the kept binds move with it, to their old paths
         work = "/tmp/.work"
         hidden = 0
         for path in policy.get("hide", []):
@@ -180,7 +198,8 @@ def isolate_files(policy: dict, cwd: str) -> bool:
         NOTES.append(f"file isolation incomplete: {exc}")
         return False
     NOTES.append(f"files isolated: {hidden} private paths hidden, filesystem read-only, "
-                 f"private /tmp and working copy ({tmp_mb} MB)")
+                 f"private /tmp and working copy ({tmp_mb} MB)"
+                 + (f"; {len(kept)} folders of the real /tmp bound in read-only" if kept else ""))
     return True
 
 
@@ -201,6 +220,7 @@ def drop_privileges(uid: int, chown: list[str]) -> bool:
         return False
     for top in chown:
         for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not os.path.ismount(os.path.join(folder, d))]  # never a bound-in folder
             for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
                 try:
                     os.lchown(name, uid, uid)
@@ -560,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
         with open(conn, "w") as fh:
             fh.write(conn_text)
         argv[argv.index("-f") + 1] = conn
-    dropped = drop_privileges(int(POLICY.get("uid", 0)), ["/tmp", cwd] if isolated else [home]) \
+    dropped = drop_privileges(int(POLICY.get("uid", 0)), [cwd, home] if isolated else [home]) \
         if POLICY.get("isolate", True) else False
     if dropped and conn_text is not None:
         os.chmod(conn, 0o600)
