@@ -74,22 +74,6 @@ def plain_seconds(week: str, student: str = "ada") -> tuple[float, float]:
     return plain, graded
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print (or write) a markdown report."""
@@ -99,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     args = p.parse_args(argv)
     from sparkcourse import sandbox
+    from sparkcourse.gpu import cpu_model, load_average
+
+    def _load() -> str:
+        return " ".join(f"{v:.1f}" for v in load_average())
 
     load_start = _load()
     t1, s1 = grade_seconds(args.week, 1)
@@ -111,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Grading speed: week {args.week}, sample class", "",
         f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `{command}`",
-        f"- machine: {_cpu()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}; load average "
+        f"- machine: {cpu_model()}, {os.cpu_count()} vCPUs, Python {platform.python_version()}; load average "
         f"(1, 5, 15 min) at start {load_start}, at end {load_end} (a shared machine: other jobs ran)",
         f"- sandbox: {sandbox.isolation_prefix()[1]}", "",
         "| measurement | seconds |", "|---|---|",

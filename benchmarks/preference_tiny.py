@@ -37,24 +37,6 @@ DEFAULT_SWEEP = [
 ]
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or platform's guess elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load1() -> float:
-    """The 1-minute load average (NaN where the OS has none)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
 
 def fmt_stat(x: float, sd: float | None = None) -> str:
     """A mean (± sd) of fractions as ``0.62 ± 0.03``."""
@@ -211,6 +193,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     import trl
 
     from sparkcourse import preference_lab as pl
+    from sparkcourse.gpu import cpu_model, load_average
 
     datasets.disable_progress_bars()
     torch.set_num_threads(args.threads)
@@ -219,7 +202,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "cpu": cpu_model(),
         "vcpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
-        "load_start": load1(),
+        "load_start": load_average()[0],
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "trl": trl.__version__,
@@ -288,7 +271,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 f"sweep {spec}: reward acc {r['reward acc']:.2f}, exact match {r['exact match']:.2f}",
                 flush=True,
             )
-    machine["load_end"] = load1()
+    machine["load_end"] = load_average()[0]
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,

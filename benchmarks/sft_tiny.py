@@ -29,17 +29,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from sparkcourse import sft_lab  # noqa: E402
-
-
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from sparkcourse.gpu import cpu_model, load_average  # noqa: E402
 
 
 def versions() -> str:
@@ -176,7 +166,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     command = shlex.join(["python", "benchmarks/sft_tiny.py", *(sys.argv[1:] if argv is None else argv)])
-    load_start, t0 = os.getloadavg()[0], time.perf_counter()
+    load_start, t0 = load_average()[0], time.perf_counter()
     runs = []
     for i, seed in enumerate(args.seeds):
         runs.append(
@@ -191,7 +181,7 @@ def main(argv: list[str] | None = None) -> Path:
                 verbose=True,
             )
         )
-    wall, load_end = time.perf_counter() - t0, os.getloadavg()[0]
+    wall, load_end = time.perf_counter() - t0, load_average()[0]
 
     model, tok = models.load_tiny_lm()
     train, test = sft_lab.sft_data(args.eval_rows, args.train_rows)

@@ -63,9 +63,28 @@ def detect() -> DeviceInfo:
             return DeviceInfo("cuda", name, props.total_memory, False, cc)
     except ImportError:  # pragma: no cover
         pass
+    return DeviceInfo("cpu", cpu_model(), meminfo_bytes() or 0, False)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("AMD EPYC ..."), else what ``platform`` knows."""
     import platform
 
-    return DeviceInfo("cpu", platform.processor() or platform.machine(), meminfo_bytes() or 0, False)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15-minute load averages (NaN where the OS has none): benchmarks report them."""
+    try:
+        return os.getloadavg()
+    except (OSError, AttributeError):
+        return (float("nan"),) * 3
 
 
 def time_cuda(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,3 +72,16 @@ def graded_course(tmp_path_factory) -> GradedCourse:
 def read_json(path: Path):
     """Load a JSON file."""
     return json.loads(path.read_text())
+
+
+def secret_lines(a: str) -> set[str]:
+    """Hidden-test lines of week ``a`` (over 25 characters) that occur nowhere in its release: feedback must show
+    none of them. A hidden line inside a visible one (the same code with a trailing comment) counts as visible."""
+    import nbformat
+
+    hidden: set[str] = set()
+    for c in nbformat.read(ROOT / "source" / a / f"{a}.ipynb", as_version=4).cells:
+        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S):
+            hidden |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25}
+    visible = "\n".join(c.source for c in nbformat.read(ROOT / "release" / a / f"{a}.ipynb", as_version=4).cells)
+    return {h for h in hidden if h not in visible}

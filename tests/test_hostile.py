@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import ROOT, secret_lines
 
 from sparkcourse import course, sandbox
 
@@ -184,22 +184,11 @@ def test_reference_import_is_refused(battery):
     assert "reference solutions are not available" in out
 
 
-def _hidden_lines() -> set[str]:
-    lines = set()
-    for c in nbformat.read(ROOT / "source" / A / f"{A}.ipynb", as_version=4).cells:
-        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S):
-            lines |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25}
-    visible = set()
-    for c in nbformat.read(ROOT / "release" / A / f"{A}.ipynb", as_version=4).cells:
-        visible |= {ln.strip() for ln in c.source.splitlines()}
-    return lines - visible
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_feedback_shows_no_hidden_tests(battery, case):
     text = html.unescape(re.sub(r"<[^>]+>", "", (battery.root / "feedback" / case / A / f"{A}.html").read_text()))
     assert "BEGIN HIDDEN TESTS" not in text
-    leaked = [line for line in _hidden_lines() if line in text]
+    leaked = [line for line in secret_lines(A) if line in text]
     assert not leaked, f"{case}: feedback shows hidden test lines {leaked[:3]}"
 
 

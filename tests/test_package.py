@@ -73,6 +73,7 @@ def test_meminfo_and_spark_detection(tmp_path):
     assert gpu.is_spark_name("NVIDIA GB10") and not gpu.is_spark_name("NVIDIA H100 80GB HBM3")
     info = gpu.detect()
     assert info.kind in ("cpu", "cuda", "spark") and info.describe()
+    assert gpu.cpu_model() and len(gpu.load_average()) == 3
 
 
 def test_strip_hidden_and_short_error():

@@ -6,7 +6,7 @@ import re
 import zipfile
 
 import pytest
-from conftest import ASSIGNMENTS, ROOT, read_json
+from conftest import ASSIGNMENTS, ROOT, read_json, secret_lines
 
 from sparkcourse import course
 
@@ -39,30 +39,14 @@ def test_sample_class_grades_to_expected_scores(graded_course, a, student, spec)
         f"{a}/{student}: graded {graded_course.table.scores[student][a]}, expected {spec['score']}")
 
 
-def _hidden_lines(a) -> set[str]:
-    import nbformat
-
-    lines = set()
-    for c in nbformat.read(ROOT / "source" / a / f"{a}.ipynb", as_version=4).cells:
-        for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S):
-            lines |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) > 25}
-    return lines
-
-
 @pytest.mark.parametrize("a", ASSIGNMENTS)
 def test_feedback_shows_no_hidden_tests(graded_course, a):
     import html
 
     files = list((graded_course.root / "feedback").glob(f"*/{a}/*.html"))
     assert files, f"{a}: no feedback written"
-    hidden = _hidden_lines(a)
-    visible = set()
-    import nbformat
-
-    for c in nbformat.read(ROOT / "release" / a / f"{a}.ipynb", as_version=4).cells:
-        visible |= {ln.strip() for ln in c.source.splitlines()}
-    visible_text = "\n".join(visible)
-    secret = {h for h in hidden if h not in visible_text}  # a visible line may hold a hidden one (a trailing comment)
+    secret = secret_lines(a)
+    assert secret, f"{a}: no hidden-test line to look for"
     for f in files:
         text = html.unescape(re.sub(r"<[^>]+>", "", f.read_text()))
         assert "BEGIN HIDDEN TESTS" not in text
