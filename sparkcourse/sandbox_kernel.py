@@ -81,7 +81,7 @@ def _expose(libc, targets: list[str]) -> None:
     for n, target in enumerate(sorted({os.path.realpath(t) for t in targets if t})):
         parts = target.split(os.sep)
         for i in range(2, len(parts)):
-            ancestor, child = os.sep.join(parts[:i]) or os.sep, os.sep.join(parts[:i + 1])
+            ancestor = os.sep.join(parts[:i]) or os.sep
             if ancestor in covered or os.stat(ancestor).st_mode & 0o001:
                 continue
             needed = sorted({os.sep.join(t.split(os.sep)[:i + 1]) for t in map(os.path.realpath, targets)
@@ -99,7 +99,6 @@ def _expose(libc, targets: list[str]) -> None:
                 libc.umount2(stage.encode(), 2)  # MNT_DETACH
                 os.rmdir(stage)
             covered.add(ancestor)
-            del child
 
 
 def _strip_hidden_tests(folder: str) -> None:
@@ -108,7 +107,6 @@ def _strip_hidden_tests(folder: str) -> None:
     nbgrader writes the notebook it grades, hidden tests restored, into that folder before running it; the
     kernel executes cells sent over the wire and never needs the file, so the copy it can read has none.
     """
-    import json
     from pathlib import Path
 
     from sparkcourse.feedback import BEGIN, strip_hidden
