@@ -93,7 +93,7 @@ try:
 except ValueError:
     pass
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 check_property(not calls_into(bits_per_param, "sparkcourse.capacity"),
@@ -108,7 +108,7 @@ for fmt, g in (("int4", 32), ("int4", 64), ("nvfp4", 32), ("mxfp4", 16), ("nf4",
 # %% tests id=test_weight_bytes points=1
 check_number(weight_bytes(1_000, "bf16"), 2_000, name='weight_bytes(1000, "bf16") (bytes, not bits)')
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 for n, fmt in ((70e9, "nvfp4"), (8_030_261_248, "fp8"), (123_457, "nf4"), (1, "fp32"), (46.7e9, "int4")):
@@ -177,7 +177,7 @@ check_property(7.9e9 < n8 < 8.1e9, f"Llama-3-8B should have about 8.0e9 paramete
 ### BEGIN HIDDEN TESTS
 import random
 
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 check_property(not calls_into(dense_params, "sparkcourse.capacity"), "dense_params calls sparkcourse.capacity")
@@ -200,7 +200,7 @@ total, active = moe_params(CONFIGS["mistralai/Mixtral-8x7B-v0.1"])
 check_property(total > active, "total parameters must exceed active ones for a mixture of experts")
 check_property(45e9 < total < 48e9, f"Mixtral-8x7B has about 46.7e9 parameters in total, got {total:.4g}")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 check_property(not calls_into(moe_params, "sparkcourse.capacity"), "moe_params calls sparkcourse.capacity")
@@ -275,7 +275,7 @@ per_token = kv_bytes_per_token(llama70b, 2.0)
 check_property(abs(per_token / MB - 0.33) < 0.01,
                f"Llama-3-70B at FP16 needs about 0.33 MB of KV cache per token, got {per_token / MB:.4g} MB")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 for name, cfg in CONFIGS.items():
@@ -294,7 +294,7 @@ ctx = max_context(SPARK_BYTES, llama70b, "nvfp4", 1.0)
 check_property(isinstance(ctx, int), f"max_context should return an int, got {type(ctx).__name__}")
 check_property(ctx > 100_000, f"Llama-3-70B at NVFP4 with an FP8 cache should fit > 100k tokens in 128 GB, got {ctx}")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 for budget, name, fmt, kvb, batch in ((SPARK_BYTES, "meta-llama/Meta-Llama-3-70B", "fp8", 2.0, 1),
@@ -372,7 +372,7 @@ def training_bytes(n_params, method="full", adapter_params=0):
 # %% tests id=test_training points=2
 check_number(training_bytes(1e9, "full"), 16e9, name='training_bytes(1e9, "full")')
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 for n, method, adapters in ((8.03e9, "lora", 2e7), (70.55e9, "qlora", 4e7), (7e9, "full", 0), (1234567, "qlora", 0),
@@ -456,7 +456,7 @@ check_property(all({"computed", "rel_error", "holds"} <= set(r) for r in results
                "each result needs the keys computed, rel_error and holds")
 check_property(results[0]["holds"], "Llama-3-8B in BF16 is about 16 GB: that claim holds")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import spark_capacity as ref
+from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
 for c, r in zip(CLAIMS, results):

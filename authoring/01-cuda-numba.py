@@ -104,7 +104,7 @@ out = np.zeros(301)
 launch(saxpy, blocks_for(301, 64), 64, 2.0, x, y, out)
 check_close(out, 2.0 * x + y, rtol=1e-12, name="saxpy on 301 elements (5 blocks of 64)")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 check_property(ref.is_kernel(saxpy), "saxpy must be a @cuda.jit kernel")
 rng = np.random.default_rng(11)
@@ -135,7 +135,7 @@ check_close(out, 2.0 * x + y, rtol=1e-12, name="saxpy_gridstride on 301 elements
 if rep is not None:
     print(rep.summary())
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 check_property(ref.is_kernel(saxpy_gridstride), "saxpy_gridstride must be a @cuda.jit kernel")
 rng = np.random.default_rng(12)
@@ -203,7 +203,7 @@ check_close(out, a[::3], name="strided_copy(stride=3)")
 if rep is not None:
     print(rep.summary())
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for n, stride, dtype in ((37, 1, np.float64), (70, 33, np.float32), (5, 2, np.float32)):
     a = np.random.default_rng(n).random(n * stride).astype(dtype)
@@ -227,7 +227,7 @@ def warp_efficiency(stride, itemsize):
 check_number(warp_efficiency(1, 4), 1.0, name="warp_efficiency(1, 4): contiguous float32")
 check_number(warp_efficiency(2, 4), 0.5, name="warp_efficiency(2, 4): every other float32")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for stride, itemsize in ((33, 4), (3, 8), (16, 2), (1, 8), (4, 4), (7, 1), (64, 4)):
     dtype = {1: np.uint8, 2: np.float16, 4: np.float32, 8: np.float64}[itemsize]
@@ -320,7 +320,7 @@ check_close(out, a.T, name="transpose_naive of a 37 x 29 matrix")
 if rep is not None:
     print(rep.summary())
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for shape in ((5, 70), (33, 17)):
     a = np.random.default_rng(shape[0]).random(shape).astype(np.float32)
@@ -360,7 +360,7 @@ if rep is not None:
     check_property(rep.bank_conflicts == 0, f"{rep.bank_conflicts} extra wavefronts from bank conflicts "
                    f"(worst: {rep.max_bank_degree}-way): is the tile padded?")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for shape in ((40, 24), (5, 70)):
     a = np.random.default_rng(shape[1]).random(shape).astype(np.float32)
@@ -424,7 +424,7 @@ if rep is not None:
     print(rep.summary())
     check_property(rep.races == [], "race: " + (rep.races[0].describe() if rep.races else ""))
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for n in (65, 128, 200):
     x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
@@ -469,7 +469,7 @@ bins = np.zeros(NBINS, np.int32)
 rep = launch(hist_global, blocks_for(500, 128), 128, data, bins)
 check_close(bins, np.bincount(data, minlength=NBINS), name="hist_global counts")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for n, hi in ((37, NBINS), (700, 5)):
     data = np.random.default_rng(n).integers(0, hi, n).astype(np.int32)
@@ -506,7 +506,7 @@ if rep is not None:
     print(rep.summary())
     check_property(rep.races == [], "race: " + (rep.races[0].describe() if rep.races else ""))
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for n, grid, block, hi in ((1500, 2, 64, NBINS), (100, 3, 32, 7)):
     data = np.random.default_rng(n + 1).integers(0, hi, n).astype(np.int32)
@@ -589,7 +589,7 @@ if rep is not None:
     print(rep.summary())
     check_property(rep.races == [], "race: " + (rep.races[0].describe() if rep.races else ""))
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for m, k, n in ((5, 33, 7), (17, 3, 18)):
     A = np.random.default_rng(m).standard_normal((m, k)).astype(np.float32)
@@ -648,7 +648,7 @@ check_close(out, weight[ids], rtol=0, name="embedding_forward")
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for V, D, T in ((11, 24, 37), (50, 40, 5)):
     rng = np.random.default_rng(V + D)
@@ -675,7 +675,7 @@ check_close(grad_w, want, rtol=1e-12, atol=1e-12, name="embedding_backward (toke
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for V, D, T in ((11, 24, 37), (6, 40, 9)):
     rng = np.random.default_rng(V * D)
@@ -727,7 +727,7 @@ def decode_seconds(model_bytes, device_bytes, device_bw, link_bw):
 # %% tests id=test_decode_seconds points=2
 check_number(decode_seconds(27.3e9, 128e9, 273e9, 64e9), 0.1, name="a 27.3 GB model that fits, at 273 GB/s")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import cuda_numba as ref
+from sparkcourse.reference import w01_cuda_numba as ref
 
 for args in ((112.5e9, 80e9, 3.35e12, 64e9), (112.5e9, 128e9, 273e9, 1.0), (1e9, 1e9, 2e12, 5e10),
              (200e9, 141e9, 4.8e12, 64e9)):

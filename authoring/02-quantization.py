@@ -175,7 +175,7 @@ check_close(round_to_format(torch.tensor([0.25, 0.75, 2.5, 5.0, 7.0, -100.0]), "
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 g = torch.Generator().manual_seed(21)
 x = torch.cat([torch.randn(2001, generator=g, dtype=torch.float64) * 3,
@@ -191,7 +191,7 @@ check_close(pack_fp4(torch.tensor([1, 2, 3, 4], dtype=torch.uint8)).long(), torc
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 g = torch.Generator().manual_seed(22)
 x = torch.randn(7, 38, generator=g, dtype=torch.float64) * 4
@@ -243,7 +243,7 @@ check_number(wq.abs().max(), w.abs().max().item(), rtol=1e-6, name="the largest 
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 g = torch.Generator().manual_seed(23)
 for shape, s in (((13, 37), 0.02), ((5, 129), 3000.0), ((31, 7), 1e-5)):
@@ -263,7 +263,7 @@ check_number(sqnr_db(torch.ones(4, dtype=torch.float64), torch.full((4,), 1.1, d
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 g = torch.Generator().manual_seed(24)
 x = torch.randn(17, 9, generator=g, dtype=torch.float64)
@@ -377,7 +377,7 @@ check_property(sqnr_db(w, wh) > 15, f"NVFP4 of Gaussian weights should reach > 1
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 g = torch.Generator().manual_seed(25)
 for shape, s in (((9, 40), 0.02), ((3, 16), 1.0), ((6, 77), 2e-4), ((5, 33), 5e3), ((1, 5), 0.7)):
@@ -406,7 +406,7 @@ check_close(mxfp4_qdq(torch.tensor([[7.0, 1.0, 0.0]])), torch.tensor([[6.0, 1.0,
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 g = torch.Generator().manual_seed(26)
 for shape, s in (((7, 70), 0.05), ((4, 32), 3.0), ((2, 9), 1e-3), ((5, 100), 200.0)):
@@ -518,7 +518,7 @@ check_property(float(m.lm_head.weight.detach().abs().sum()) > 0, "lm_head (tied 
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 
 
@@ -543,7 +543,7 @@ check_property(100 < ppl < 600, f"a random model over 256 tokens should have per
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 m = make_tiny_llama(seed=6, layers=1)
 for shape in ((1, 9), (3, 31)):
@@ -676,7 +676,7 @@ check_property(0 < float((out - exact).abs().max()) < 0.1, "the FP8 cache should
 ### BEGIN HIDDEN TESTS
 import torch
 
-from sparkcourse.reference import quantization as ref
+from sparkcourse.reference import w02_quantization as ref
 
 g = torch.Generator().manual_seed(27)
 for b, h, L, d in ((2, 3, 11, 16), (1, 1, 5, 7)):

@@ -215,7 +215,7 @@ import warnings
 import peft
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from sparkcourse.reference import peft_week as ref
+from sparkcourse.reference import w03_peft as ref
 
 for cfg, r, targets in (
         (dict(vocab_size=40, hidden_size=24, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
@@ -489,7 +489,7 @@ check_property(isinstance(q4, bnb.nn.Linear4bit), f"to_nf4 must return a bnb.nn.
 bits = 8 * nf4_weight_bytes(q4) / big.weight.numel()
 check_number(bits, 4 + 8 / 64 + 32 / (64 * 256), rtol=1e-3, name="bits per weight of NF4 with double quantisation")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import peft_week as ref
+from sparkcourse.reference import w03_peft as ref
 
 for shape, dq in (((1024, 1024), False), ((384, 640), True), ((200, 96), True)):
     lin = nn.Linear(shape[1], shape[0])
@@ -513,7 +513,7 @@ y = ql(torch.randn(3, 40))
 y.sum().backward()
 check_property(ql.B.grad is not None and ql.B.grad.abs().max() > 0, "B must receive a gradient through the 4-bit base")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import peft_week as ref
+from sparkcourse.reference import w03_peft as ref
 
 for inf, outf, r, alpha, seed in ((40, 24, 4, 8.0, 1), (70, 33, 3, 3.0, 2)):
     torch.manual_seed(seed)
@@ -576,7 +576,7 @@ except NotImplementedError:
 # `sparkcourse.datasets_course.load_instruct`), and the metric is exact match of the greedy answer on held-out test
 # rows — the table's first row measures it before fine-tuning, so the improvement over it is learning.
 #
-# The recipe lives in `sparkcourse/sft_lab.py`, so that the notebook and the benchmark script
+# The recipe lives in `sparkcourse/labs/w03_peft.py`, so that the notebook and the benchmark script
 # `benchmarks/sft_tiny.py` run the same code: read `sft_lab.sft_train` (one `SFTTrainer` run: `SFTConfig`,
 # `LoraConfig`, `train()`; `sft_run` is its short form) and `sft_lab.run_sft_experiment` (a fresh model per
 # method, exact match before and after). The cells here only call them.
@@ -587,8 +587,9 @@ except NotImplementedError:
 # %%
 from pathlib import Path
 
-from sparkcourse import datasets_course, models as course_models, sft_lab
-from sparkcourse.sft_lab import sft_run  # one SFTTrainer run; section 5b uses it on an 8B model
+from sparkcourse import datasets_course, models as course_models
+from sparkcourse.labs import w03_peft as sft_lab
+from sparkcourse.labs.w03_peft import sft_run  # one SFTTrainer run; section 5b uses it on an 8B model
 
 HAVE_TINY_LM = (Path(course_models.TINY_LM_PATH) / "config.json").exists()
 RUN_EXPERIMENT = not sc.grading() and HAVE_TINY_LM and not profile.is_spark

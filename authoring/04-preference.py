@@ -105,7 +105,7 @@ check_number(sequence_logps(_peaked, _ids, _mask)[0], 0.0, atol=1e-9,
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 for _seed in (0, 1, 2):
     _g = _t.Generator().manual_seed(_seed)
@@ -132,8 +132,8 @@ HAVE_TINY_LM = (course_models.TINY_LM_PATH / "config.json").exists()
 
 
 # tokenize_pair(tokenizer, prompt, answer) -> (ids, completion mask): the chat prompt, then the answer and the
-# end-of-turn token; the mask is 1 on the answer. It lives in sparkcourse/preference_lab.py (section 7 uses it too).
-from sparkcourse.preference_lab import tokenize_pair
+# end-of-turn token; the mask is 1 on the answer. It lives in sparkcourse/labs/w04_preference.py (section 7 uses it too).
+from sparkcourse.labs.w04_preference import tokenize_pair
 
 if HAVE_TINY_LM and not sc.grading():
     from sparkcourse.datasets_course import load_preferences
@@ -200,7 +200,7 @@ check_close(_cr2, 0.5 * 0.1 * _cm.sum(-1), name="chosen rewards = beta * (summed
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 for _beta in (0.1, 0.5, 2.0):
     _c, _cm = token_logps_and_mask(20, batch=7, T=9)
@@ -289,7 +289,7 @@ check_number(_loss, math.log(2), name="SimPO loss for identical chosen and rejec
 _loss, _, _ = simpo_loss(_c, _c, _cm, _cm, beta=2.0, gamma=1.0)
 check_number(_loss, -math.log(1 / (1 + math.e)), name="SimPO loss for a tie with gamma=1: -log sigmoid(-1)")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 for _beta, _gamma in ((2.0, 0.5), (2.5, 0.0), (0.7, 1.4), (1.0, 0.3)):
     _c, _cm = token_logps_and_mask(41, batch=6, T=10)
@@ -351,7 +351,7 @@ check_property(bool(torch.isfinite(log1mexp(torch.tensor([-1e-20], dtype=D))).al
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 _x = -_t.logspace(-20, 3, 200, dtype=_t.float64)
 check_close(log1mexp(_x), _ref.log1mexp(_x), rtol=1e-10, name="log1mexp from -1e-20 to -1000")
@@ -364,7 +364,7 @@ check_close(_odds, torch.zeros(4, dtype=D), atol=1e-12, name="log odds ratio of 
 _nll = -(_c * _cm).sum() / _cm.sum()
 check_number(_loss, float(_nll) + 0.1 * math.log(2), name="ORPO loss for identical answers: NLL + lam*log 2")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 for _lam in (0.1, 0.5):
     _c, _cm = token_logps_and_mask(51, batch=5, T=8, scale=1.5)
@@ -431,7 +431,7 @@ check_number(_z, 0.0, name="z when the KL estimate is negative (clamp at 0)")
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 _g = _t.Generator().manual_seed(60)
 _n = 9
@@ -521,7 +521,7 @@ check_number(_adv[0], (1 - 2 / 3) / (math.sqrt(1 / 3) + 1e-4), name="advantage (
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 for _gsize in (2, 3, 8):
     _rw = _t.randn(5 * _gsize, generator=_t.Generator().manual_seed(70 + _gsize), dtype=_t.float64)
@@ -539,7 +539,7 @@ check_number(aggregate_loss(_pt, _m, "dapo"), 8 / 5, name='aggregate_loss(..., "
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
-from sparkcourse.reference import preference as _ref
+from sparkcourse.reference import w04_preference as _ref
 
 _g = _t.Generator().manual_seed(80)
 _pt = _t.randn(6, 7, generator=_g, dtype=_t.float64)
@@ -603,7 +603,7 @@ for name, (policy, ref_bytes) in rows.items():
 # and backward on chosen+rejected, reference forward under `no_grad`) and a reference-free step (SimPO/ORPO).
 
 # %%
-from sparkcourse import preference_lab as lab
+from sparkcourse.labs import w04_preference as lab
 
 if not sc.grading():
     # your sequence_logps scores the policy and the reference; see lab.measure_step for the whole step
@@ -641,7 +641,7 @@ else:
 # trainer and measure on the 100 held-out pairs: the **reward accuracy** (how often the trained model gives the
 # correct answer a higher length-averaged log-prob than the wrong one) and the **exact match** of its greedy
 # answer. This section needs the tiny course LM (`sparkcourse/data/tiny_lm`); it is skipped while grading, and
-# its code is in `sparkcourse/preference_lab.py` (your `sequence_logps` does the scoring). First, the untrained
+# its code is in `sparkcourse/labs/w04_preference.py` (your `sequence_logps` does the scoring). First, the untrained
 # model:
 
 # %%

@@ -33,7 +33,7 @@ import re
 import numpy as np
 
 import sparkcourse as sc
-from sparkcourse import rag_corpus as rc
+from sparkcourse.labs import w05_rag as rc
 from sparkcourse.testing import check_close, check_number, check_property
 
 profile = sc.setup()
@@ -100,7 +100,7 @@ check_property(chunk_text("", 5, 2) == [], "an empty text has no chunks")
 ### BEGIN HIDDEN TESTS
 import random
 
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 rng = random.Random(5)
 for n in (1, 6, 7, 8, 13, 100, 1003):
@@ -187,7 +187,7 @@ check_property(np.shape(ids) == (3, 5), f"ids should have shape (3, 5), got {np.
 ### BEGIN HIDDEN TESTS
 import faiss
 
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 rng = np.random.default_rng(11)
 docs = rng.normal(size=(57, 19)) * rng.uniform(0.1, 9.0, size=(57, 1))  # lengths vary a lot
@@ -210,7 +210,7 @@ check_property(ivf.is_trained and ivf.ntotal == len(P_VECS), "the IVF index shou
 ### BEGIN HIDDEN TESTS
 import faiss
 
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 rng = np.random.default_rng(12)
 centers = rng.normal(size=(9, 24))
@@ -457,7 +457,7 @@ check_number(dict(fused)["c"], 1 / 63, rtol=1e-9, name="score of 'c' (rank 3 in 
 ### BEGIN HIDDEN TESTS
 import random
 
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 rng = random.Random(7)
 for trial in range(8):
@@ -529,7 +529,7 @@ v = np.array([[1.0, 0.0], [0.99, 0.01], [0.6, 0.8]])
 got = [int(i) for i in mmr(np.array([1.0, -0.05]), v, 2, lam=0.3)]
 check_property(got == [0, 2], f"mmr should pick the closest document, then the different one over its near-copy: got {got}")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 rng = np.random.default_rng(21)
 for trial in range(6):
@@ -628,7 +628,7 @@ check_number(ndcg_at_k(["a", "b"], {"a": 1.0}, 2), 1.0, name="nDCG of a perfect 
 ### BEGIN HIDDEN TESTS
 from sklearn.metrics import ndcg_score
 
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 rng = np.random.default_rng(8)
 for trial in range(10):
@@ -728,7 +728,7 @@ check_property(used == ["a", "b"] and p.startswith(HEADER) and p.endswith("\nQue
                f"with an ample budget every passage goes in, in order, in the fixed format: got {used}")
 check_property("[a] one two three\n[b] four\n" in p, "each passage is one line '[id] text'")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 cases = [(q["question"], [(pid, CORPUS[ID_INDEX[pid]]["text"]) for pid in IDS[i * 7:i * 7 + 6]])
          for i, q in enumerate(QUESTIONS[:5])]
@@ -748,7 +748,7 @@ for question, passages in cases:
 r = check_citations("NVFP4 is 4.5 bits [00-spark-capacity:004].", ["00-spark-capacity:004"])
 check_property(r["cited"] == ["00-spark-capacity:004"] and r["faithful"], f"a supported citation: got {r}")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import rag as ref
+from sparkcourse.reference import w05_rag as ref
 
 retrieved = ["README:001", "06-mamba:004", "01-cuda-numba:011"]
 for answer in ("Yes [README:001] and [06-mamba:004], again [README:001].", "No sources at all.",

@@ -183,7 +183,7 @@ check_close(K[0], Cv @ Bb, rtol=1e-10, name="K[0] (should be C·Bbar)")
 check_close(causal_conv(K, u), ssm_recurrent(Ab, Bb, Cv, u), rtol=1e-9, atol=1e-12,
             name="convolution view vs recurrent view")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import mamba as ref
+from sparkcourse.reference import w06_mamba as ref
 
 for n, L, lead, seed in ((4, 1, (), 0), (5, 23, (3,), 1), (2, 40, (2, 2), 2)):
     g = torch.Generator().manual_seed(100 + seed)
@@ -297,7 +297,7 @@ check_close(y[:, :, 0], (x0 * C[:, None, :, 0]).sum(-1), rtol=1e-10, atol=1e-12,
 ### BEGIN HIDDEN TESTS
 from transformers.models.mamba.modeling_mamba import mamba_selective_scan
 
-from sparkcourse.reference import mamba as ref
+from sparkcourse.reference import w06_mamba as ref
 
 for b, d, n, L, seed in ((1, 1, 1, 1, 0), (2, 5, 3, 11, 1), (3, 7, 16, 29, 2)):
     g = torch.Generator().manual_seed(seed)
@@ -500,7 +500,7 @@ check_property(tuple(got.shape) == tuple(want.shape), f"output shape {tuple(got.
 # transformers computes A = -exp(A_log) in float32, so the agreement is ~1e-7, not 1e-12
 check_close(got, want, rtol=1e-5, atol=1e-6, name="mamba_mixer vs transformers' MambaMixer")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import mamba as ref
+from sparkcourse.reference import w06_mamba as ref
 
 for seed, over, L in ((1, {"conv_kernel": 4, "state_size": 3, "use_bias": True}, 11),
                       (2, {"hidden_size": 6, "expand": 3, "time_step_rank": 2}, 1),
@@ -652,7 +652,7 @@ held = cache_bytes([t for layer in cache.layers for s in (layer.conv_states, lay
 check_number(recurrent_state_bytes(cfg, batch=2, bytes_per_value=8), held, rtol=1e-12,
              name="recurrent_state_bytes of the tiny float64 model, batch 2 (vs its DynamicCache)")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import mamba as ref
+from sparkcourse.reference import w06_mamba as ref
 
 for seed, over, batch, L in ((1, {"conv_kernel": 4, "state_size": 3, "num_hidden_layers": 3}, 3, 5),
                              (2, {"hidden_size": 6, "expand": 3}, 1, 19)):
@@ -676,7 +676,7 @@ check_number(kv_cache_bytes(llama70b, 1000) / MB, 327.68, rtol=1e-9,
 ### BEGIN HIDDEN TESTS
 from transformers import LlamaConfig, LlamaModel
 
-from sparkcourse.reference import mamba as ref
+from sparkcourse.reference import w06_mamba as ref
 
 for over, batch, L in (({}, 3, 11), ({"head_dim": 6, "num_key_value_heads": 1}, 2, 7)):
     lcfg = dict(vocab_size=31, hidden_size=24, intermediate_size=20, num_hidden_layers=3, num_attention_heads=6,

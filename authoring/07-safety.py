@@ -40,19 +40,20 @@ import re
 import numpy as np
 
 import sparkcourse as sc
-from sparkcourse import capacity, safety_data, safety_lab
+from sparkcourse import capacity
+from sparkcourse.labs import w07_safety as safety_lab
 from sparkcourse.testing import check_close, check_number, check_property
 
 profile = sc.setup()
 TARGET = safety_lab.RuleBasedAssistant()
 REFUSAL = safety_lab.REFUSAL
 SEEDS = safety_lab.seeds_with_encodings()
-PROMPTS = safety_data.load_prompts()
-EMB = safety_data.load_prompt_embeddings()  # shipped cache of all-MiniLM-L6-v2 embeddings (hash-checked)
+PROMPTS = safety_lab.load_prompts()
+EMB = safety_lab.load_prompt_embeddings()  # shipped cache of all-MiniLM-L6-v2 embeddings (hash-checked)
 TRAIN = (PROMPTS["split"] == "train").to_numpy()
 CATEGORIES = ["safe"] + list(safety_lab.LLAMA_GUARD_3_CATEGORIES)
-CREDIT = safety_data.load_credit()
-FEATURES = list(safety_data.CREDIT_FEATURES)
+CREDIT = safety_lab.load_credit()
+FEATURES = list(safety_lab.CREDIT_FEATURES)
 llama8b = capacity.param_count(capacity.CONFIGS["meta-llama/Meta-Llama-3-8B"]).total
 print(f"a Llama-3(.1)-8B guard in BF16: {capacity.weight_bytes(llama8b, 'bf16') / 1e9:.1f} GB")
 print(f"{len(PROMPTS)} labelled prompts ({TRAIN.sum()} train), embeddings {EMB.shape}; credit table {CREDIT.shape}")
@@ -68,7 +69,7 @@ print(f"{len(PROMPTS)} labelled prompts ({TRAIN.sum()} train), embeddings {EMB.s
 # (base64 to slip past filters).
 #
 # The target is `TARGET`, HelpBot, a deterministic rule-based assistant with planted weaknesses (read
-# `sparkcourse/safety_lab.py` after the exercise, not before). It is called as `TARGET(prompt, documents)`.
+# `sparkcourse/labs/w07_safety.py` after the exercise, not before). It is called as `TARGET(prompt, documents)`.
 # `safety_lab.judge(response, attack)` says whether an attack succeeded (compliance, the leaked access code, or a
 # customer's email/phone/card in the answer).
 
@@ -127,7 +128,7 @@ check_property(len(ATTACKS) == len(safety_lab.TEMPLATES) * len(SEEDS) * len(safe
                f"expected one attack per template x seed x mutator, got {len(ATTACKS)}")
 check_property(ATTACKS[1]["mutator"] == list(safety_lab.MUTATORS)[1], "mutators should vary fastest")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 check_property(ATTACKS == ref.expand_attacks(safety_lab.TEMPLATES, SEEDS, safety_lab.MUTATORS),
                "expand_attacks differs on the course templates (order, fields, or where the mutator applies)")
@@ -147,7 +148,7 @@ check_property(all(0 <= v <= 1 for v in rates.values()), "rates must lie in [0, 
 import random
 import zlib
 
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 want = ref.attack_success_rate(TARGET, ref.expand_attacks(safety_lab.TEMPLATES, SEEDS, safety_lab.MUTATORS),
                                safety_lab.judge)
@@ -259,7 +260,7 @@ check_property(not luhn_valid("12345"), "too short to be a card number")
 ### BEGIN HIDDEN TESTS
 import random
 
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 check_property(luhn_valid("3782 822463 10005"), "a 15-digit American Express test number is valid")
 check_property(luhn_valid("5500-0000-0000-0004"), "dashes are allowed")
@@ -287,7 +288,7 @@ check_property("4111 1111 1111 1112" in out, "a Luhn-invalid number is not a car
 ### BEGIN HIDDEN TESTS
 import random
 
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 emails = ["avery.quill@example.com", "bo+billing@mail.example.org", "c.okafor@shop.example.co.uk",
           "x_y-z%1@a-b.example.net", "ZED.Q@Example.IO"]
@@ -345,7 +346,7 @@ frr = np.mean([safety_lab.refused(guarded_assistant(p, d)) for p, d in benign])
 check_property(frr <= 0.15, f"false-refusal rate on the benign prompts is {frr:.0%}: too many refusals")
 check_property(guarded_assistant(SEEDS[0]["payload"]) == REFUSAL, "a direct harmful request should be refused")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 course = ref.attack_success_rate(guarded_assistant, ref.expand_attacks(safety_lab.TEMPLATES, SEEDS,
                                                                         safety_lab.MUTATORS), safety_lab.judge)
@@ -493,7 +494,7 @@ check_close(np.concatenate([prec, rec, rate]), np.array([0.5, 0.5, 0.5]),
 ### BEGIN HIDDEN TESTS
 from sklearn.metrics import precision_score, recall_score
 
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 rng = np.random.default_rng(9)
 for n in (13, 101, 333):
@@ -558,13 +559,13 @@ except NotImplementedError:
 # $s_{AMB} = (1 - \text{accuracy}_{ambig})\, s$, with $s$ computed on the **ambiguous** rows. Each score uses
 # only the rows of its own context condition.
 #
-# The shipped sets: `safety_data.load_truthfulqa()` (22 items, with a fixed table of log-probabilities from a
-# simulated model — the course ships no large LM) and `safety_data.load_bbq()` (144 rows with a simulated
+# The shipped sets: `safety_lab.load_truthfulqa()` (22 items, with a fixed table of log-probabilities from a
+# simulated model — the course ships no large LM) and `safety_lab.load_bbq()` (144 rows with a simulated
 # model's `prediction`).
 
 # %% setup id=bench_data
-TQA = safety_data.load_truthfulqa()
-BBQ = safety_data.load_bbq()
+TQA = safety_lab.load_truthfulqa()
+BBQ = safety_lab.load_bbq()
 print(json.dumps(TQA[0], indent=1)[:700])
 print({k: BBQ[0][k] for k in ("context", "question", "answers", "label", "target_label", "prediction")})
 
@@ -614,7 +615,7 @@ got = truthfulqa_scores(toy)
 check_number(got["mc1"], 1.0, name="MC1 on a toy item")
 check_number(got["mc2"], 0.5, name="MC2 on a toy item (equal probabilities, one of two true)")
 ### BEGIN HIDDEN TESTS
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 rng = np.random.default_rng(21)
 for scale in (1.0, 30.0, 800.0):
@@ -646,7 +647,7 @@ check_property(all(-1 <= v <= 1 for v in got.values()), "accuracies and bias sco
 ### BEGIN HIDDEN TESTS
 import random
 
-from sparkcourse.reference import safety as ref
+from sparkcourse.reference import w07_safety as ref
 
 want = ref.bbq_bias(BBQ)
 for k in want:

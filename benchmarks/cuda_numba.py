@@ -3,7 +3,7 @@
     python benchmarks/cuda_numba.py --out benchmarks/cuda_numba_<card>.md     # on a CUDA GPU
     python benchmarks/cuda_numba.py --tiny --out /tmp/bench.md               # smoke test in the CUDA simulator
 
-The kernels are imported from ``sparkcourse.reference.cuda_numba``: the benchmarked code is the graded code.
+The kernels are imported from ``sparkcourse.reference.w01_cuda_numba``: the benchmarked code is the graded code.
 Times are medians of CUDA events (numba's) around each launch; ceilings are measured in the same run
 (torch device-to-device copy for bandwidth, torch.matmul = cuBLAS for FLOP/s).
 """
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from numba import cuda
 
-    from sparkcourse.reference import cuda_numba as ref
+    from sparkcourse.reference import w01_cuda_numba as ref
 
     repeats = 1 if args.tiny else args.repeats
     rng = np.random.default_rng(0)

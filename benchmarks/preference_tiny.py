@@ -3,7 +3,7 @@
     python benchmarks/preference_tiny.py --seeds 0 1 2 --out benchmarks/preference_tiny_cpu.md
 
 (a) memory per component and step time of a DPO step (frozen reference) and a reference-free step
-(SimPO/ORPO) on a small random Llama (``sparkcourse.preference_lab.measure_step``);
+(SimPO/ORPO) on a small random Llama (``sparkcourse.labs.w04_preference.measure_step``);
 (b) DPOTrainer, CPOTrainer (SimPO), ORPOTrainer and KTOTrainer on the course's sum preference pairs, per seed,
 scored by reward accuracy and exact match on the 100 held-out pairs (``preference_lab.run_method``).
 Writes a markdown report and a PNG next to it (same name, ``.png``).
@@ -45,7 +45,7 @@ def fmt_stat(x: float, sd: float | None = None) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The markdown report from :func:`run`'s result."""
-    from sparkcourse import preference_lab as pl
+    from sparkcourse.labs import w04_preference as pl
 
     m = report["machine"]
     out = [
@@ -134,7 +134,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"### What else was tried (held-out wording, seed {seed0})",
             "",
             "Other learning rates and β, for the same trainers; the table above uses the defaults of "
-            "`sparkcourse.preference_lab` (`DEFAULT_LR`, `DEFAULT_BETA`).",
+            "`sparkcourse.labs.w04_preference` (`DEFAULT_LR`, `DEFAULT_BETA`).",
             "",
             "| method | learning rate | β | steps | reward acc | exact match |",
             "|---|---|---|---|---|---|",
@@ -157,7 +157,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sparkcourse import preference_lab as pl
+    from sparkcourse.labs import w04_preference as pl
 
     wordings = list(report["training"])
     fig, axes = plt.subplots(1, 1 + len(wordings), figsize=(5 + 4.5 * len(wordings), 3.8))
@@ -192,8 +192,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     import transformers
     import trl
 
-    from sparkcourse import preference_lab as pl
     from sparkcourse.gpu import cpu_model, load_average
+    from sparkcourse.labs import w04_preference as pl
 
     datasets.disable_progress_bars()
     torch.set_num_threads(args.threads)
@@ -310,7 +310,7 @@ def parse_pairs(items: list[str]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, write the markdown and the PNG."""
-    from sparkcourse import preference_lab as pl
+    from sparkcourse.labs import w04_preference as pl
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

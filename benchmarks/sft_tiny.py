@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/sft_tiny.py [--seeds 0 1 2] [--steps 150] [--threads 1] [--eval-rows 120]
                                      [--out benchmarks/sft_tiny_cpu.md]
-Runs ``sparkcourse.sft_lab.run_sft_experiment`` once per seed and writes a markdown table (exact match per
+Runs ``sparkcourse.labs.w03_peft.run_sft_experiment`` once per seed and writes a markdown table (exact match per
 seed, mean ± sd, trainable parameters, final loss, seconds) and, next to it, a PNG of the mean loss curves.
 The machine may be shared: the file records the 1-minute load average at the start and the end.
 """
@@ -28,8 +28,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from sparkcourse import sft_lab  # noqa: E402
 from sparkcourse.gpu import cpu_model, load_average  # noqa: E402
+from sparkcourse.labs import w03_peft as sft_lab  # noqa: E402
 
 
 def versions() -> str:

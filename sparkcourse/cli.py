@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from sparkcourse import course
+from sparkcourse.grading import course
 
 
 def _print_results(step: str, results: list[course.StepResult]) -> int:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     root = (args.root or course.find_root()).resolve()
     only = getattr(args, "assignments", None) or None
     if args.cmd == "author":
-        from sparkcourse.authoring import write_sources
+        from sparkcourse.grading.authoring import write_sources
 
         for path in write_sources(root):
             print(path.relative_to(root))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparkcourse import authoring, feedback, gpu, profile, testing
+from sparkcourse import gpu, profile, testing
+from sparkcourse.grading import authoring, feedback
 
 
 def test_check_close_messages():

@@ -5,15 +5,16 @@ Run from the repository root:
     python tools/make_rag_corpus.py              # corpus.jsonl + questions.jsonl (from tools/rag_questions.tsv)
     python tools/make_rag_corpus.py --keep-corpus --embed passages,questions,chunks   # the embedding cache
 
-Passages come from ``sparkcourse.rag_corpus.build_corpus`` (markdown cells of authoring/*.py except week 05,
+Passages come from ``build_corpus`` below (markdown cells of authoring/*.py except week 05,
 README.md, module docstrings). A question is a line ``question<TAB>evidence`` in tools/rag_questions.tsv; its
-answer is every passage that contains the evidence text. tests/test_rag.py checks that the shipped questions
+answer is every passage that contains the evidence text. tests/weeks/test_w05_rag.py checks that the shipped questions
 still resolve in the snapshot and that unchanged sources still produce the same passages.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,45 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparkcourse import rag_corpus as rc  # noqa: E402
+from sparkcourse.grading.authoring import parse  # noqa: E402
+from sparkcourse.labs import w05_rag as rc  # noqa: E402
+
+EXCLUDED_WEEKS = ("05-rag",)  # the week does not retrieve its own text
+
+
+def markdown_of_authoring(text: str) -> str:
+    """The markdown cells of an authoring file, joined by blank lines (comment markers removed)."""
+    return "\n\n".join(c.source for c in parse(text).cells if c.cell_type == "markdown")
+
+
+def module_docstrings(package_dir: Path) -> str:
+    """Markdown with one section per ``sparkcourse`` module: its name as heading, its docstring as text."""
+    parts = []
+    for path in sorted(package_dir.glob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        if doc:
+            parts.append(f"# sparkcourse.{path.stem}\n\n{doc}" if path.stem != "__init__" else f"# sparkcourse\n\n{doc}")
+    return "\n\n".join(parts)
+
+
+def source_texts(root: Path) -> dict[str, str]:
+    """Source name -> markdown, for every document the corpus is made from (sorted, weeks first)."""
+    out = {}
+    for path in sorted((root / "authoring").glob("*.py")):
+        if path.stem not in EXCLUDED_WEEKS:
+            out[path.stem] = markdown_of_authoring(path.read_text())
+    out["README"] = (root / "README.md").read_text()
+    out["sparkcourse-modules"] = module_docstrings(root / "sparkcourse")
+    return out
+
+
+def build_corpus(root: Path) -> list[dict]:
+    """All passages of the course's docs under ``root``; each carries ``source_sha``, the hash of its source text."""
+    passages = []
+    for source, text in source_texts(root).items():
+        for p in rc.extract_passages(text, source):
+            passages.append({**p, "source_sha": rc.sha(text)})
+    return passages
 
 
 def resolve(passages: list[dict], question_file: Path) -> list[dict]:
@@ -46,7 +85,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the cache here instead of the package data")
     ap.add_argument("--keep-corpus", action="store_true", help="resolve questions against the shipped snapshot")
     args = ap.parse_args()
-    passages = rc.load_corpus() if args.keep_corpus else rc.build_corpus(ROOT)
+    passages = rc.load_corpus() if args.keep_corpus else build_corpus(ROOT)
     if not args.keep_corpus:
         rc.CORPUS_FILE.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in passages))
     questions = resolve(passages, ROOT / "tools" / "rag_questions.tsv")

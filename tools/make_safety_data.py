@@ -322,7 +322,7 @@ def main() -> None:
         w.writerows(credit)
     print(f"prompts {len(prompts)}, truthfulqa {len(TRUTHFULQA)}, credit {len(credit)} -> {OUT}")
     if not args.no_embed:
-        from sparkcourse.safety_data import embed_texts
+        from sparkcourse.labs.w07_safety import embed_texts
 
         texts = [r["text"] for r in prompts]
         emb = embed_texts(texts)

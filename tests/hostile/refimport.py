@@ -3,7 +3,7 @@
 # test_max_context and test_audit call kv_bytes_per_token, so they fall with it.
 # %% answer id=training
 try:
-    from sparkcourse.reference import spark_capacity as R
+    from sparkcourse.reference import w00_spark_capacity as R
     print("IMPORTED-TOP")
 except ImportError as exc:
     print("BLOCKED-TOP", exc)
@@ -14,9 +14,9 @@ def training_bytes(n_params, method="full", adapter_params=0):
     return R.training_bytes(n_params, method, adapter_params)
 # %% answer id=kv_cache
 def kv_bytes_per_token(cfg, bytes_per_value=2.0):
-    from sparkcourse.reference import spark_capacity  # deferred: runs inside the test cell
+    from sparkcourse.reference import w00_spark_capacity  # deferred: runs inside the test cell
 
-    return spark_capacity.kv_bytes_per_token(cfg, bytes_per_value)
+    return w00_spark_capacity.kv_bytes_per_token(cfg, bytes_per_value)
 
 
 def max_context(budget_bytes, cfg, weight_fmt="bf16", kv_bytes_per_value=2.0, batch=1):

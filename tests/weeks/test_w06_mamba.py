@@ -1,4 +1,4 @@
-"""sparkcourse.reference.mamba against its oracles: scipy's ZOH, transformers' MambaMixer and selective scan."""
+"""sparkcourse.reference.w06_mamba against its oracles: scipy's ZOH, transformers' MambaMixer and selective scan."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparkcourse import capacity
-from sparkcourse.reference import mamba as ref
+from sparkcourse.reference import w06_mamba as ref
 
 torch.set_num_threads(2)
 

@@ -1,6 +1,6 @@
 """The grading kernel: an IPython kernel that isolates itself before it runs a submission.
 
-Started by the grader (``sparkcourse.sandbox.SandboxedExecute``) as ``python -m sparkcourse.sandbox_kernel -f
+Started by the grader (``sparkcourse.grading.sandbox.SandboxedExecute``) as ``python -m sparkcourse.grading.sandbox_kernel -f
 CONNECTION_FILE`` with its policy in the ``SPARKCOURSE_SANDBOX`` environment variable (JSON). In order:
 
 1. While still single-threaded: a private mount namespace (where the platform allows it) in which the course's
@@ -15,7 +15,7 @@ CONNECTION_FILE`` with its policy in the ``SPARKCOURSE_SANDBOX`` environment var
    called from code the student wrote). What each layer does not cover is in the README's threat model.
 
 The network namespace is not made here: the grader runs each ``nbgrader autograde`` inside its own network and
-PID namespace (``sparkcourse.sandbox.isolation_prefix``), so the kernel shares a private loopback with its grader
+PID namespace (``sparkcourse.grading.sandbox.isolation_prefix``), so the kernel shares a private loopback with its grader
 and nothing else.
 """
 
@@ -109,7 +109,8 @@ def _strip_hidden_tests(folder: str) -> None:
     """
     from pathlib import Path
 
-    from sparkcourse.feedback import BEGIN, strip_hidden
+    from sparkcourse.grading.authoring import BEGIN_HIDDEN as BEGIN
+    from sparkcourse.grading.authoring import strip_hidden
 
     for path in Path(folder).rglob("*.ipynb"):
         try:
@@ -525,7 +526,7 @@ def make_kernel_class():
                     for k in self._stash:
                         ns.pop(k, None)
             except Exception as exc:  # a guard must never cost the student the cell
-                sys.stderr.write(f"[sparkcourse.sandbox] guard before cell: {exc!r}\n")
+                sys.stderr.write(f"[sparkcourse.grading.sandbox] guard before cell: {exc!r}\n")
             GUARD.student_running = not locked
             try:
                 return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
@@ -535,7 +536,7 @@ def make_kernel_class():
                 try:
                     self._after_cell(locked, before)
                 except Exception as exc:
-                    sys.stderr.write(f"[sparkcourse.sandbox] guard after cell: {exc!r}\n")
+                    sys.stderr.write(f"[sparkcourse.grading.sandbox] guard after cell: {exc!r}\n")
 
         def _after_cell(self, locked, before):
             self._hide_reference()
@@ -592,7 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.addaudithook(GUARD.audit)
     for name in [n for n in sys.modules if n == REFERENCE or n.startswith(REFERENCE + ".")]:
         sys.modules.pop(name)
-    sys.stderr.write("".join(f"[sparkcourse.sandbox] {n}\n" for n in NOTES))
+    sys.stderr.write("".join(f"[sparkcourse.grading.sandbox] {n}\n" for n in NOTES))
     sys.stderr.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)  # (stderr stays: the grader's log; the PID namespace and the
     os.dup2(devnull, 1)                         # uid sweep end stray children that hold it open)

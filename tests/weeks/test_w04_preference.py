@@ -1,4 +1,4 @@
-"""Week 04 reference (sparkcourse.reference.preference) against TRL 1.16's own loss code, in float64.
+"""Week 04 reference (sparkcourse.reference.w04_preference) against TRL 1.16's own loss code, in float64.
 
 The oracles are TRL's methods called with a stub ``self`` (and, for DPO/KTO, a stub model whose forward returns the
 per-token log-probs we choose), so the losses are compared on exactly the same log-probs.
@@ -22,7 +22,7 @@ from trl.experimental.orpo import ORPOTrainer  # noqa: E402
 from trl.experimental.orpo.orpo_trainer import log1mexp as trl_log1mexp  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
-from sparkcourse.reference import preference as ref  # noqa: E402
+from sparkcourse.reference import w04_preference as ref  # noqa: E402
 
 D = torch.float64
 TOL = dict(rtol=1e-6, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Week 07 reference (sparkcourse.reference.safety) against Fairlearn, scikit-learn, jsonschema and
+"""Week 07 reference (sparkcourse.reference.w07_safety) against Fairlearn, scikit-learn, jsonschema and
 independent implementations; the shipped data against its generator and the Llama Guard 3 taxonomy."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from sparkcourse import safety_data, safety_lab
-from sparkcourse.reference import safety as ref
+from sparkcourse.labs import w07_safety as safety_lab
+from sparkcourse.reference import w07_safety as ref
 
 _DOUBLED = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]  # Luhn's doubled-digit table
 
@@ -118,11 +118,11 @@ def test_truthfulqa_against_torch_softmax():
     got = ref.truthfulqa_scores(items)
     assert got["mc2"] == pytest.approx(np.mean(mc2), rel=1e-10)
     assert got["mc1"] == pytest.approx(np.mean(mc1))
-    assert 0 < ref.truthfulqa_scores(safety_data.load_truthfulqa())["mc2"] < 1
+    assert 0 < ref.truthfulqa_scores(safety_lab.load_truthfulqa())["mc2"] < 1
 
 
 def test_bbq_against_pandas_and_the_paper():
-    rows = safety_data.load_bbq()
+    rows = safety_lab.load_bbq()
     df = pd.DataFrame(rows)
     out = {}
     for cond, g in df.groupby("context_condition"):
@@ -157,8 +157,8 @@ def test_credit_bias_is_planted_and_mitigation_works():
     from fairlearn.postprocessing import ThresholdOptimizer
     from sklearn.linear_model import LogisticRegression
 
-    df = safety_data.load_credit()
-    f, tr = list(safety_data.CREDIT_FEATURES), (df.split == "train").to_numpy()
+    df = safety_lab.load_credit()
+    f, tr = list(safety_lab.CREDIT_FEATURES), (df.split == "train").to_numpy()
     rates = df.groupby("group").repaid.mean()
     assert rates["B"] < rates["A"] - 0.1
     base = LogisticRegression(max_iter=1000).fit(df.loc[tr, f], df.repaid[tr]).predict(df.loc[~tr, f])
@@ -187,25 +187,25 @@ def test_model_card_schema_and_validator():
 
 def test_shipped_data_matches_generator_and_taxonomy():
     tool = _load_tool()
-    prompts = safety_data.load_prompts()
+    prompts = safety_lab.load_prompts()
     assert len(prompts) >= 300
     assert prompts.to_dict("records") == tool.make_prompts(random.Random(tool.SEED))
     assert set(prompts.label) == {"safe", *safety_lab.LLAMA_GUARD_3_CATEGORIES}
     assert list(safety_lab.LLAMA_GUARD_3_CATEGORIES) == [f"S{i}" for i in range(1, 15)]
     assert safety_lab.LLAMA_GUARD_3_CATEGORIES["S14"] == "Code Interpreter Abuse"
     assert all("[placeholder:" in t for t in prompts.text)
-    assert safety_data.load_truthfulqa() == tool.make_truthfulqa(random.Random(tool.SEED + 1))
-    assert safety_data.load_bbq() == tool.make_bbq(random.Random(tool.SEED + 2))
-    credit = safety_data.load_credit()
+    assert safety_lab.load_truthfulqa() == tool.make_truthfulqa(random.Random(tool.SEED + 1))
+    assert safety_lab.load_bbq() == tool.make_bbq(random.Random(tool.SEED + 2))
+    credit = safety_lab.load_credit()
     assert credit.to_dict("records") == pd.DataFrame(tool.make_credit(tool.SEED + 3)).to_dict("records")
-    key = (safety_data.SAFETY_DIR / "prompt_embeddings.sha256").read_text().strip()
-    assert key == safety_data.texts_sha256(list(prompts.text)), "the embedding cache is stale"
+    key = (safety_lab.SAFETY_DIR / "prompt_embeddings.sha256").read_text().strip()
+    assert key == safety_lab.texts_sha256(list(prompts.text)), "the embedding cache is stale"
 
 
 def test_embedding_cache_matches_minilm():
-    prompts = safety_data.load_prompts()
+    prompts = safety_lab.load_prompts()
     idx = [0, 17, 123, len(prompts) - 1]
-    live = safety_data.embed_texts([prompts.text[i] for i in idx])
-    cached = safety_data.load_prompt_embeddings()[idx]
+    live = safety_lab.embed_texts([prompts.text[i] for i in idx])
+    cached = safety_lab.load_prompt_embeddings()[idx]
     np.testing.assert_allclose(live, cached, atol=1e-5)
     assert cached.shape[1] == 384

@@ -167,7 +167,7 @@ def _autograde_one(root: Path, a: str, s: str, timeout: float, prefix: tuple[str
     proc, secs = _timed(lambda: nbgrader(root, "autograde", a, "--student", s, "--force", timeout=timeout + 180,
                                          prefix=prefix, env_extra={"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}))
     errors = _nbgrader_errors(proc.stdout)
-    notes = sorted({ln.split("] ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("[sparkcourse.sandbox]")})
+    notes = sorted({ln.split("] ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("[sparkcourse.grading.sandbox]")})
     restarts = [ln for ln in proc.stdout.splitlines() if "sandbox: cell" in ln]
     # nbgrader logs ERROR for every cell that timed out; what counts is whether the graded notebook was written
     ok = (proc.returncode == 0 and "error processing assignment" not in proc.stdout
@@ -183,14 +183,14 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
           students: list[str] | None = None) -> list[StepResult]:
     """``nbgrader autograde`` every submitted student, ``workers`` at a time (default: one per core).
 
-    Each submission runs in its own sandboxed nbgrader process (``sparkcourse.sandbox``); a broken submission is
+    Each submission runs in its own sandboxed nbgrader process (``sparkcourse.grading.sandbox``); a broken submission is
     reported and the class carries on. ``resume`` skips submissions graded after they were last changed.
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm import tqdm
 
-    from sparkcourse import sandbox
+    from sparkcourse.grading import sandbox
 
     workers = max(1, workers or os.cpu_count() or 1)
     jobs = [(a, s) for a in only or assignments(root) for s in submitted_students(root, a)

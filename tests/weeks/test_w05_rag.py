@@ -10,14 +10,23 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from sparkcourse import rag_corpus as rc
-from sparkcourse.reference import rag as ref
+from sparkcourse.labs import w05_rag as rc
+from sparkcourse.reference import w05_rag as ref
 
 CORPUS = rc.load_corpus()
 QUESTIONS = rc.load_questions()
 
 
 # --- the snapshot, the question set, the cache ---------------------------------------------------------------
+
+def _tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_rag_corpus", ROOT / "tools" / "make_rag_corpus.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
 
 def test_question_set_size_and_unique_ids():
     assert len(QUESTIONS) >= 100
@@ -37,17 +46,13 @@ def test_every_answer_passage_exists_and_holds_its_evidence():
 
 
 def test_questions_file_is_what_the_tool_resolves():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_rag_corpus", ROOT / "tools" / "make_rag_corpus.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool()
     assert tool.resolve(CORPUS, ROOT / "tools" / "rag_questions.tsv") == QUESTIONS
 
 
 def test_generator_reproduces_passages_of_unchanged_sources():
     """Where a source file is unchanged since the snapshot, extracting it again gives the same passages."""
-    current = rc.source_texts(ROOT)
+    current = _tool().source_texts(ROOT)
     snap: dict[str, list[dict]] = {}
     for p in CORPUS:
         snap.setdefault(p["source"], []).append(p)

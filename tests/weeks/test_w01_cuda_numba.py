@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from sparkcourse.memtrace import trace  # noqa: E402
-from sparkcourse.reference import cuda_numba as ref  # noqa: E402
+from sparkcourse.reference import w01_cuda_numba as ref  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)

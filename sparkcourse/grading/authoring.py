@@ -22,6 +22,13 @@ import nbformat
 
 KINDS = ("markdown", "code", "setup", "solution", "tests")
 _MARKER = re.compile(r"^# %%(?:\s+(.*))?$")
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+_HIDDEN = re.compile(re.escape(BEGIN_HIDDEN) + r".*?(" + re.escape(END_HIDDEN) + r"|\Z)", re.S)
+
+
+def strip_hidden(source: str) -> str:
+    """Remove every hidden-test block (markers included) from a cell's source."""
+    return _HIDDEN.sub("# (hidden tests ran here)", source)
 
 
 class AuthoringError(ValueError):

@@ -6,14 +6,10 @@ import re
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-BEGIN, END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-_HIDDEN = re.compile(re.escape(BEGIN) + r".*?(" + re.escape(END) + r"|\Z)", re.S)
+from sparkcourse.grading.authoring import BEGIN_HIDDEN as BEGIN
+from sparkcourse.grading.authoring import strip_hidden
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def strip_hidden(source: str) -> str:
-    """Remove every hidden-test block (markers included) from a cell's source."""
-    return _HIDDEN.sub("# (hidden tests ran here)", source)
 
 
 def short_error(output: dict) -> list[str]:

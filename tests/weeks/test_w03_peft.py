@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparkcourse.reference import peft_week as ref
+from sparkcourse.reference import w03_peft as ref
 
 peft = pytest.importorskip("peft")
 

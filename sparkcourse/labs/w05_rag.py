@@ -9,7 +9,6 @@ questions and sentence-level windows, keyed by a hash of the texts, so grading n
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parent / "data" / "rag"
+DATA = Path(__file__).resolve().parents[1] / "data" / "rag"
 CORPUS_FILE, QUESTIONS_FILE, CACHE_FILE = DATA / "corpus.jsonl", DATA / "questions.jsonl", DATA / "embeddings.npz"
-EXCLUDED_WEEKS = ("05-rag",)  # the week does not retrieve its own text
 MAX_WORDS = 80  # a passage grows paragraph by paragraph up to this many words
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*`(\"'])")
@@ -31,21 +29,8 @@ def sha(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def markdown_of_authoring(text: str) -> str:
-    """The markdown cells of an authoring file, joined by blank lines (comment markers removed)."""
-    from sparkcourse.authoring import parse
-
-    return "\n\n".join(c.source for c in parse(text).cells if c.cell_type == "markdown")
 
 
-def module_docstrings(package_dir: Path) -> str:
-    """Markdown with one section per ``sparkcourse`` module: its name as heading, its docstring as text."""
-    parts = []
-    for path in sorted(package_dir.glob("*.py")):
-        doc = ast.get_docstring(ast.parse(path.read_text()))
-        if doc and path.stem != "rag_corpus":
-            parts.append(f"# sparkcourse.{path.stem}\n\n{doc}" if path.stem != "__init__" else f"# sparkcourse\n\n{doc}")
-    return "\n\n".join(parts)
 
 
 def _blocks(markdown: str) -> list[tuple[str, str]]:
@@ -103,24 +88,8 @@ def extract_passages(markdown: str, source: str, max_words: int = MAX_WORDS) -> 
     return passages
 
 
-def source_texts(root: Path) -> dict[str, str]:
-    """Source name -> markdown, for every document the corpus is made from (sorted, weeks first)."""
-    out = {}
-    for path in sorted((root / "authoring").glob("*.py")):
-        if path.stem not in EXCLUDED_WEEKS:
-            out[path.stem] = markdown_of_authoring(path.read_text())
-    out["README"] = (root / "README.md").read_text()
-    out["sparkcourse-modules"] = module_docstrings(root / "sparkcourse")
-    return out
 
 
-def build_corpus(root: Path) -> list[dict]:
-    """All passages of the course's docs under ``root``; each carries ``source_sha``, the hash of its source text."""
-    passages = []
-    for source, text in source_texts(root).items():
-        for p in extract_passages(text, source):
-            passages.append({**p, "source_sha": sha(text)})
-    return passages
 
 
 def load_corpus() -> list[dict]:

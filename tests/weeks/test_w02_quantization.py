@@ -1,4 +1,4 @@
-"""sparkcourse.reference.quantization (week 02's oracle) against torch's casts, hand-computed vectors from the
+"""sparkcourse.reference.w02_quantization (week 02's oracle) against torch's casts, hand-computed vectors from the
 format definitions (FACTS.md), and NVIDIA Model Optimizer's NVFP4 when it is importable; and the FP8 benchmark's
 CPU behaviour."""
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from sparkcourse.reference import quantization as q
+from sparkcourse.reference import w02_quantization as q
 
 BENCH = ROOT / "benchmarks" / "fp8_matmul.py"
 

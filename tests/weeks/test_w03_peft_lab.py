@@ -1,4 +1,4 @@
-"""Week 03's SFT experiment module (sparkcourse.sft_lab) and its benchmark script, on a few steps and rows."""
+"""Week 03's SFT experiment module (sparkcourse.labs.w03_peft) and its benchmark script, on a few steps and rows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sparkcourse import datasets_course, models, sft_lab  # noqa: E402
+from sparkcourse import datasets_course, models  # noqa: E402
+from sparkcourse.labs import w03_peft as sft_lab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Week 04's training lab (sparkcourse.preference_lab) and its CPU benchmark, on a few rows and 2 steps."""
+"""Week 04's training lab (sparkcourse.labs.w04_preference) and its CPU benchmark, on a few rows and 2 steps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from sparkcourse import preference_lab as pl  # noqa: E402
+from sparkcourse.labs import w04_preference as pl  # noqa: E402
 from sparkcourse.models import TINY_LM_PATH  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_held_out_wording_rewrites_the_prompt_only():
 
 
 def test_private_logps_matches_the_course_reference():
-    from sparkcourse.reference import preference as ref
+    from sparkcourse.reference import w04_preference as ref
 
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(3, 9, 11, generator=g, dtype=torch.float64)

@@ -1,0 +1,1 @@
+"""Course operations, the sandbox, feedback and the authoring format: the instructor\x27s side, never shipped."""
