@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 def _course(tmp: Path, week: str) -> Path:
     """A temporary course with the week built and its sample class submitted."""
-    from sparkcourse.grading import course
+    from sparkcourse.grader import course
 
     root = tmp / "course"
     root.mkdir()
@@ -39,7 +39,7 @@ def _course(tmp: Path, week: str) -> Path:
 
 def grade_seconds(week: str, workers: int) -> tuple[float, dict[str, float]]:
     """Wall time of `sparkcourse grade` over the sample class, and each gradable submission's score."""
-    from sparkcourse.grading import course
+    from sparkcourse.grader import course
 
     with tempfile.TemporaryDirectory() as tmp:
         root = _course(Path(tmp), week)
@@ -53,7 +53,7 @@ def grade_seconds(week: str, workers: int) -> tuple[float, dict[str, float]]:
 
 def plain_seconds(week: str, student: str = "ada") -> tuple[float, float]:
     """(nbconvert --execute of one sample submission, sparkcourse grade of the same submission alone)."""
-    from sparkcourse.grading import course
+    from sparkcourse.grader import course
 
     with tempfile.TemporaryDirectory() as tmp:
         root = _course(Path(tmp), week)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     args = p.parse_args(argv)
     from sparkcourse.gpu import cpu_model, load_average
-    from sparkcourse.grading import sandbox
+    from sparkcourse.grader import sandbox
 
     def _load() -> str:
         return " ".join(f"{v:.1f}" for v in load_average())

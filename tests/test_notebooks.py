@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from conftest import ASSIGNMENTS, ROOT, SOLUTION, UNTOUCHED
 
-from sparkcourse.grading.authoring import render
+from sparkcourse.grader.authoring import render
 
 pytestmark = pytest.mark.skipif(not ASSIGNMENTS, reason="no assignments yet")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparkcourse import gpu, profile, testing
-from sparkcourse.grading import authoring, feedback
+from sparkcourse.grader import authoring, feedback
 
 
 def test_check_close_messages():

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from conftest import ASSIGNMENTS, ROOT, read_json, secret_lines
 
-from sparkcourse.grading import course
+from sparkcourse.grader import course
 
 
 def _sample_students(a):

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparkcourse.grading.authoring import parse  # noqa: E402
+from sparkcourse.grader.authoring import parse  # noqa: E402
 from sparkcourse.labs import w05_rag as rc  # noqa: E402
 
 EXCLUDED_WEEKS = ("05-rag",)  # the week does not retrieve its own text

@@ -3,7 +3,7 @@
 - ``isolation_prefix()``: the command prefix that runs one ``nbgrader autograde`` in its own network namespace
   (only a private loopback: the grader and its kernel talk over it, nothing else is reachable) and PID namespace
   (when the grader ends or is killed, every process the submission started dies with it).
-- ``SandboxedExecute``: nbgrader's Execute preprocessor, but the kernel is ``sparkcourse.grading.sandbox_kernel`` whatever
+- ``SandboxedExecute``: nbgrader's Execute preprocessor, but the kernel is ``sparkcourse.grader.sandbox_kernel`` whatever
   the notebook's kernelspec says; a crashed or unresponsive kernel is restarted, the earlier cells that worked are
   run again to rebuild its state, the cell that broke records an error (0 points) and grading carries on; output
   is capped while it streams; the whole notebook has a time limit after which the remaining cells record 0.
@@ -56,10 +56,10 @@ def isolation_prefix() -> tuple[tuple[str, ...], str]:
     tries = [(base, "network + PID namespaces")] if os.geteuid() == 0 else []
     tries.append(([unshare, "--user", "--map-root-user", *base[1:]], "user + network + PID namespaces"))
     for cmd, what in tries:
-        probe = subprocess.run([*cmd, sys.executable, "-m", "sparkcourse.grading.sandbox", "netns-exec", "--", "true"],
+        probe = subprocess.run([*cmd, sys.executable, "-m", "sparkcourse.grader.sandbox", "netns-exec", "--", "true"],
                                capture_output=True, timeout=30)
         if probe.returncode == 0:
-            return (*cmd, sys.executable, "-m", "sparkcourse.grading.sandbox", "netns-exec", "--"), what
+            return (*cmd, sys.executable, "-m", "sparkcourse.grader.sandbox", "netns-exec", "--"), what
     return (), "no namespaces (unshare refused: network open, processes not contained)"
 
 
@@ -137,7 +137,7 @@ def _make_preprocessor():
 
         @property
         def kernel_spec(self):
-            return KernelSpec(argv=[sys.executable, "-m", "sparkcourse.grading.sandbox_kernel", "-f", "{connection_file}"],
+            return KernelSpec(argv=[sys.executable, "-m", "sparkcourse.grader.sandbox_kernel", "-f", "{connection_file}"],
                               display_name="sparkcourse sandbox", language="python", env={})
 
     class SandboxedExecute(Execute):
@@ -163,7 +163,7 @@ def _make_preprocessor():
             from nbgrader.api import Gradebook
             from nbgrader.preprocessors import OverwriteCells
 
-            from sparkcourse.grading.sandbox_kernel import code_hash
+            from sparkcourse.grader.sandbox_kernel import code_hash
 
             info = resources.get("nbgrader", {})
             try:
@@ -342,7 +342,7 @@ def __getattr__(name):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sparkcourse.grading.sandbox netns-exec -- CMD...`` (used by isolation_prefix) or ``probe``."""
+    """``python -m sparkcourse.grader.sandbox netns-exec -- CMD...`` (used by isolation_prefix) or ``probe``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["netns-exec"]:
         rest = argv[1:]

@@ -6,6 +6,7 @@ submission costs only itself: its failure is recorded and the class run carries 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -167,7 +168,7 @@ def _autograde_one(root: Path, a: str, s: str, timeout: float, prefix: tuple[str
     proc, secs = _timed(lambda: nbgrader(root, "autograde", a, "--student", s, "--force", timeout=timeout + 180,
                                          prefix=prefix, env_extra={"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}))
     errors = _nbgrader_errors(proc.stdout)
-    notes = sorted({ln.split("] ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("[sparkcourse.grading.sandbox]")})
+    notes = sorted({ln.split("] ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("[sparkcourse.grader.sandbox]")})
     restarts = [ln for ln in proc.stdout.splitlines() if "sandbox: cell" in ln]
     # nbgrader logs ERROR for every cell that timed out; what counts is whether the graded notebook was written
     ok = (proc.returncode == 0 and "error processing assignment" not in proc.stdout
@@ -178,23 +179,143 @@ def _autograde_one(root: Path, a: str, s: str, timeout: float, prefix: tuple[str
     return StepResult(a, s, ok, secs, message, sandbox="; ".join(notes))
 
 
+class GradingRefused(RuntimeError):
+    """The grading environment cannot grade the reference solution to full marks: nothing was graded."""
+
+
+REFERENCE_STUDENT = "reference"  # the student id the source notebook is graded under in the pre-flight course
+
+
+def _fingerprint(root: Path, assignment: str) -> str:
+    """What a pre-flight result depends on: the source notebook, the config, the package and the interpreter."""
+    import hashlib
+
+    h = hashlib.sha256(sys.executable.encode())
+    pkg = Path(__file__).resolve().parents[1]
+    for path in [root / "source" / assignment / f"{assignment}.ipynb", root / "nbgrader_config.py",
+                 *sorted(pkg.rglob("*.py"))]:
+        h.update(str(path.name).encode() + (path.read_bytes() if path.exists() else b""))
+    return h.hexdigest()[:16]
+
+
+def cell_scores(root: Path, assignment: str, student: str) -> dict[str, tuple[float, float]]:
+    """grade_id -> (score, max) of one graded submission, from the course's gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook("sqlite:///" + str(root / "gradebook.db")) as gb:
+        sub = gb.find_submission(assignment, student)
+        return {g.name: (g.score, g.max_score) for nb in sub.notebooks for g in nb.grades}
+
+
+def _preflight_one(root: Path, a: str, timeout: float, prefix: tuple[str, ...]) -> dict:
+    """Grade the source notebook through the same sandbox in a scratch course (``.preflight/A``)."""
+    import sqlite3
+
+    scratch = root / ".preflight" / a
+    shutil.rmtree(scratch, ignore_errors=True)
+    (scratch / "source").mkdir(parents=True)
+    shutil.copy2(root / "nbgrader_config.py", scratch / "nbgrader_config.py")
+    shutil.copytree(root / "source" / a, scratch / "source" / a)
+    shutil.copytree(root / "release" / a, scratch / "release" / a)
+    sub = scratch / "submitted" / REFERENCE_STUDENT / a
+    sub.mkdir(parents=True)
+    shutil.copy2(root / "source" / a / f"{a}.ipynb", sub / f"{a}.ipynb")
+    with sqlite3.connect(root / "gradebook.db", timeout=60) as src, sqlite3.connect(scratch / "gradebook.db") as dst:
+        src.backup(dst)
+    try:
+        r = _autograde_one(scratch, a, REFERENCE_STUDENT, timeout, prefix)
+        scores = cell_scores(scratch, a, REFERENCE_STUDENT) if r.ok else {}
+        first_error = _first_error(scratch / "autograded" / REFERENCE_STUDENT / a / f"{a}.ipynb")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            scratch.parent.rmdir()  # the last one out removes .preflight/
+    failing = sorted(k for k, (got, most) in scores.items() if got != most)
+    return {"ok": r.ok and bool(scores) and not failing, "scores": scores, "failing": failing,
+            "first_error": first_error, "seconds": round(r.seconds, 1), "message": r.message[-2000:],
+            "sandbox": r.sandbox}
+
+
+def _first_error(path: Path) -> str:
+    """``cell ID: Error: message`` of the first cell of a graded notebook that raised, or ''."""
+    try:
+        cells = nbformat.read(path, as_version=4).cells
+    except Exception:
+        return ""
+    for i, c in enumerate(cells):
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            if o.get("output_type") == "error":
+                gid = c.metadata.get("nbgrader", {}).get("grade_id", f"#{i}")
+                return f"cell {gid}: {o.get('ename')}: {str(o.get('evalue'))[:300]}"
+    return ""
+
+
+def preflight(root: Path, only: list[str], timeout: float, prefix: tuple[str, ...], workers: int) -> dict:
+    """Grade each assignment's reference solution once (cached by fingerprint); raise GradingRefused unless every
+    one scores full marks. Writes reports/preflight.json."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    log_file = root / "reports" / "preflight.json"
+    log = json.loads(log_file.read_text()) if log_file.exists() else {}
+    todo = [a for a in only if not (log.get(a, {}).get("ok") and log[a].get("fingerprint") == _fingerprint(root, a))]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for a, res in zip(todo, pool.map(lambda a: _preflight_one(root, a, timeout, prefix), todo), strict=True):
+            log[a] = {**res, "fingerprint": _fingerprint(root, a)}
+    log_file.parent.mkdir(exist_ok=True)
+    log_file.write_text(json.dumps(log, indent=1))
+    bad = [a for a in only if not log[a]["ok"]]
+    if bad:
+        why = "; ".join(f"{a}: " + (log[a]["first_error"] or ", ".join(log[a]["failing"])
+                                    or (log[a]["message"].strip().splitlines() or ["not graded"])[-1][:200])
+                        for a in bad)
+        raise GradingRefused(f"the reference solution does not score full marks in this grading environment "
+                             f"({why}); nothing was graded — see reports/preflight.json")
+    return log
+
+
+def setup_failed(root: Path, assignment: str, student: str) -> bool:
+    """True if a read-only set-up cell of the autograded notebook raised an error."""
+    path = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+    try:
+        cells = nbformat.read(path, as_version=4).cells
+    except Exception:  # no graded notebook: not a set-up failure
+        return False
+    for c in cells:
+        meta = c.metadata.get("nbgrader", {})
+        if c.cell_type == "code" and meta.get("locked") and not meta.get("grade") and not meta.get("solution"):
+            if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+                return True
+    return False
+
+
+def environment_failures(root: Path, results: list[StepResult]) -> list[str]:
+    """Assignments where most graded submissions (at least two) failed a set-up cell: the environment, not the
+    students, is broken."""
+    out = []
+    for a in dict.fromkeys(r.assignment for r in results):
+        graded = [r.student for r in results if r.assignment == a and r.ok and r.student]
+        broken = [s for s in graded if setup_failed(root, a, s)]
+        if len(broken) >= 2 and len(broken) * 2 > len(graded):
+            out.append(f"{a}: {len(broken)} of {len(graded)} submissions failed the set-up cell")
+    return out
+
+
 def grade(root: Path, only: list[str] | None = None, progress: bool = True,
           timeout: float = NOTEBOOK_TIMEOUT, workers: int | None = None, resume: bool = False,
           students: list[str] | None = None) -> list[StepResult]:
     """``nbgrader autograde`` every submitted student, ``workers`` at a time (default: one per core).
 
-    Each submission runs in its own sandboxed nbgrader process (``sparkcourse.grading.sandbox``); a broken submission is
-    reported and the class carries on. ``resume`` skips submissions graded after they were last changed.
+    First the reference solution of each assignment is graded through the same sandbox (:func:`preflight`);
+    unless it scores full marks nothing is graded (:class:`GradingRefused`). Each submission then runs in its own
+    sandboxed nbgrader process; a broken submission is reported and the class carries on. ``resume`` skips
+    submissions graded after they were last changed. A run where most submissions of an assignment fail the
+    set-up cell is reported as an environment failure (reports/grade-run.json, ``environment``).
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from tqdm import tqdm
-
-    from sparkcourse.grading import sandbox
+    from sparkcourse.grader import sandbox
 
     workers = max(1, workers or os.cpu_count() or 1)
-    jobs = [(a, s) for a in only or assignments(root) for s in submitted_students(root, a)
-            if students is None or s in students]
+    names = only or assignments(root)
+    jobs = [(a, s) for a in names for s in submitted_students(root, a) if students is None or s in students]
     results: list[StepResult] = []
     if resume:
         skipped = [(a, s) for a, s in jobs if graded_already(root, a, s)]
@@ -202,6 +323,27 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
         jobs = [j for j in jobs if j not in set(skipped)]
     prefix, how = sandbox.isolation_prefix()
     _gradebook_wal(root)
+    preflight(root, sorted({a for a, _ in jobs}), timeout, prefix, workers)
+    try:
+        results += _grade_jobs(root, jobs, timeout, prefix, workers, progress)
+    finally:
+        order = {j: i for i, j in enumerate((a, s) for a in names for s in submitted_students(root, a))}
+        results.sort(key=lambda r: order.get((r.assignment, r.student), 0))
+        broken = environment_failures(root, results)
+        write_log(root, "grade", results, isolation=how, workers=workers, environment=broken)
+    for line in broken:
+        print(f"ENVIRONMENT FAILURE — {line}: check the grading environment before trusting these grades")
+    return results
+
+
+def _grade_jobs(root: Path, jobs: list[tuple[str, str]], timeout: float, prefix: tuple[str, ...], workers: int,
+                progress: bool) -> list[StepResult]:
+    """Grade ``jobs`` on a thread pool with a progress bar; Ctrl-C kills every nbgrader in flight."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    results: list[StepResult] = []
     bar = tqdm(total=len(jobs), desc=f"grading ({workers} workers)", unit="submission", disable=not progress,
                file=sys.stdout)
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -223,10 +365,6 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
-        order = {j: i for i, j in enumerate((a, s) for a in only or assignments(root)
-                                            for s in submitted_students(root, a))}
-        results.sort(key=lambda r: order.get((r.assignment, r.student), 0))
-        write_log(root, "grade", results, isolation=how, workers=workers)
     return results
 
 

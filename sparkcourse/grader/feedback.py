@@ -6,8 +6,8 @@ import re
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from sparkcourse.grading.authoring import BEGIN_HIDDEN as BEGIN
-from sparkcourse.grading.authoring import strip_hidden
+from sparkcourse.grader.authoring import BEGIN_HIDDEN as BEGIN
+from sparkcourse.grader.authoring import strip_hidden
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

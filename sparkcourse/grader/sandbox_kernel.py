@@ -1,6 +1,6 @@
 """The grading kernel: an IPython kernel that isolates itself before it runs a submission.
 
-Started by the grader (``sparkcourse.grading.sandbox.SandboxedExecute``) as ``python -m sparkcourse.grading.sandbox_kernel -f
+Started by the grader (``sparkcourse.grader.sandbox.SandboxedExecute``) as ``python -m sparkcourse.grader.sandbox_kernel -f
 CONNECTION_FILE`` with its policy in the ``SPARKCOURSE_SANDBOX`` environment variable (JSON). In order:
 
 1. While still single-threaded: a private mount namespace (where the platform allows it) in which the course's
@@ -15,7 +15,7 @@ CONNECTION_FILE`` with its policy in the ``SPARKCOURSE_SANDBOX`` environment var
    called from code the student wrote). What each layer does not cover is in the README's threat model.
 
 The network namespace is not made here: the grader runs each ``nbgrader autograde`` inside its own network and
-PID namespace (``sparkcourse.grading.sandbox.isolation_prefix``), so the kernel shares a private loopback with its grader
+PID namespace (``sparkcourse.grader.sandbox.isolation_prefix``), so the kernel shares a private loopback with its grader
 and nothing else.
 """
 
@@ -109,8 +109,8 @@ def _strip_hidden_tests(folder: str) -> None:
     """
     from pathlib import Path
 
-    from sparkcourse.grading.authoring import BEGIN_HIDDEN as BEGIN
-    from sparkcourse.grading.authoring import strip_hidden
+    from sparkcourse.grader.authoring import BEGIN_HIDDEN as BEGIN
+    from sparkcourse.grader.authoring import strip_hidden
 
     for path in Path(folder).rglob("*.ipynb"):
         try:
@@ -271,7 +271,9 @@ class Guard:
         self.student_running = False
         self.locked_files: set[str] = set()
         self.forged: set[str] = set()  # file names given to code that student code compiled itself
-        self.trusted_dirs = tuple(sorted({os.path.join(os.path.realpath(d), "") for d in trusted_dirs if d}))
+        # both spellings: a frame's file name keeps the symlinked path (a venv behind a link), realpath does not
+        self.trusted_dirs = tuple(sorted({os.path.join(p, "") for d in trusted_dirs if d
+                                          for p in (os.path.abspath(d), os.path.realpath(d))}))
 
     def trusted_file(self, filename: str) -> bool:
         if filename in self.forged:
@@ -526,7 +528,7 @@ def make_kernel_class():
                     for k in self._stash:
                         ns.pop(k, None)
             except Exception as exc:  # a guard must never cost the student the cell
-                sys.stderr.write(f"[sparkcourse.grading.sandbox] guard before cell: {exc!r}\n")
+                sys.stderr.write(f"[sparkcourse.grader.sandbox] guard before cell: {exc!r}\n")
             GUARD.student_running = not locked
             try:
                 return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
@@ -536,7 +538,7 @@ def make_kernel_class():
                 try:
                     self._after_cell(locked, before)
                 except Exception as exc:
-                    sys.stderr.write(f"[sparkcourse.grading.sandbox] guard after cell: {exc!r}\n")
+                    sys.stderr.write(f"[sparkcourse.grader.sandbox] guard after cell: {exc!r}\n")
 
         def _after_cell(self, locked, before):
             self._hide_reference()
@@ -593,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.addaudithook(GUARD.audit)
     for name in [n for n in sys.modules if n == REFERENCE or n.startswith(REFERENCE + ".")]:
         sys.modules.pop(name)
-    sys.stderr.write("".join(f"[sparkcourse.grading.sandbox] {n}\n" for n in NOTES))
+    sys.stderr.write("".join(f"[sparkcourse.grader.sandbox] {n}\n" for n in NOTES))
     sys.stderr.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)  # (stderr stays: the grader's log; the PID namespace and the
     os.dup2(devnull, 1)                         # uid sweep end stray children that hold it open)
