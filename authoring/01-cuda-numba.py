@@ -773,11 +773,15 @@ else:
 # In the `spark` profile these cells time the kernels at full size with CUDA events and report them as a
 # **ratio to a ceiling measured in the same run**: torch's device-to-device copy for bandwidth, cuBLAS
 # (`torch.matmul`, TF32 off) for FLOP/s. For reference, this week's reference kernels measured on an **H200**
-# (not a Spark; numba-cuda 0.30.4; `benchmarks/cuda_numba_h200.md`, one run): torch's copy 4050 GB/s; coalesced
-# copy 2442 GB/s (0.60 of it) moving 4 bytes per thread and 3328 GB/s (0.82) moving 16; stride-33 copy 230 GB/s
-# of useful bytes; transpose naive 532 GB/s, tiled 2121 GB/s; 256-bin histogram over 64M ints with global
-# atomics 15 GB/s vs privatised 2181 GB/s; 4096³ fp32 matmul naive 1.31 TFLOP/s, 16 × 16 tiles 7.41, cuBLAS
-# 50.9. Your Spark's ceiling is its ~273 GB/s pool: measure it.
+# (not a Spark; numba-cuda 0.30.4), two runs — `benchmarks/cuda_numba_h200.md` (2026-11-27) /
+# `benchmarks/cuda_numba_h200_run2.md` (2026-11-29): torch's copy 4050 / 3975 GB/s; coalesced copy 0.60 / 0.62
+# of it moving 4 bytes per thread and 0.82 / 0.77 moving 16; stride-33 copy 0.057 / 0.047 of it in useful
+# bytes; transpose naive 532 / 524 GB/s, tiled 2121 / 1993 GB/s; 256-bin histogram over 64M ints with global
+# atomics 15 / 15.5 GB/s vs privatised 2181 / 2161 GB/s; 4096³ fp32 matmul naive 1.31 / 1.31 TFLOP/s,
+# 16 × 16 tiles 7.41 / 7.39, cuBLAS 50.9 / 51.0. The stride-33 copy reaches about half of the tracer's 0.125:
+# the sector model is an **upper bound**. It counts 32-byte sectors, but memory below L1 moves larger pieces
+# (DRAM bursts of 64 bytes or more), so each useful 4-byte float costs at least 64 bytes of traffic —
+# 4/64 = 0.0625, close to what was measured. Your Spark's ceiling is its ~273 GB/s pool: measure it.
 
 # %%
 if profile.is_spark:

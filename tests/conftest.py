@@ -1,4 +1,7 @@
-"""Shared fixtures: a throw-away copy of the course, built and graded once per test session."""
+"""Shared fixtures: a throw-away copy of the course, built and graded once per test session, and the lanes.
+
+Lanes: ``-m "not grading and not hostile and not mutants and not slow"`` is the fast lane (README); the full lane
+runs everything. ``--week 03-peft`` keeps only one week's tests (its id or module name in the test's id)."""
 
 from __future__ import annotations
 
@@ -11,18 +14,31 @@ from pathlib import Path
 
 import pytest
 
+from sparkcourse import weeks
 from sparkcourse.grader import course
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = course.assignments(ROOT)
+WEEKS = weeks.ready(weeks.registry_for(ROOT))
+ASSIGNMENTS = [w.id for w in WEEKS]
 COURSE_FILES = ("nbgrader_config.py", "source", "sample_class", "authoring")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--week", action="append", default=[], help="only this week's tests (NN-topic; repeatable)")
+
+
+def pytest_collection_modifyitems(config, items):
+    wanted = [weeks.get(w, weeks.registry_for(ROOT)) for w in config.getoption("--week")]
+    if not wanted:
+        return
+    keep = [i for i in items if any(w.id in i.nodeid or w.module in i.nodeid for w in wanted)]
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = keep
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-# Two extra submissions per assignment: the source notebook itself (every test must pass) and the
-# untouched release (every graded cell must fail on the stub).
-SOLUTION, UNTOUCHED = "zz_solution", "zz_untouched"
+BLANK = "blank"  # every sample class has the untouched release under this name: every graded cell must fail
 
 
 @dataclass
@@ -37,16 +53,17 @@ class GradedCourse:
 
     def cell_scores(self, assignment: str, student: str) -> dict[str, tuple[float, float]]:
         """grade_id -> (score, max) for one graded submission."""
-        from nbgrader.api import Gradebook
+        return course.cell_scores(self.root, assignment, student)
 
-        with Gradebook("sqlite:///" + str(self.root / "gradebook.db")) as gb:
-            sub = gb.find_submission(assignment, student)
-            return {g.name: (g.score, g.max_score) for nb in sub.notebooks for g in nb.grades}
+    def solution_scores(self, assignment: str) -> dict[str, tuple[float, float]]:
+        """grade_id -> (score, max) of the source notebook, graded by the grader's pre-flight."""
+        return {k: tuple(v) for k, v in read_json(self.root / "reports" / "preflight.json")[assignment]["scores"].items()}
 
 
 @pytest.fixture(scope="session")
 def graded_course(tmp_path_factory) -> GradedCourse:
-    """Build the release in a copy of the course, write the sample class plus solution/untouched copies, grade."""
+    """The one class run: build the release in a copy of the course, write the sample class, grade it (the
+    pre-flight grades every source notebook too), feedback and report. Every grading test reads this run."""
     root = tmp_path_factory.mktemp("course")
     for name in COURSE_FILES:
         src = ROOT / name
@@ -57,12 +74,6 @@ def graded_course(tmp_path_factory) -> GradedCourse:
     build = course.build(root)
     assert all(r.ok for r in build), [r.message for r in build if not r.ok]
     course.make_sample_class(root)
-    for a in ASSIGNMENTS:
-        for student, nb in ((SOLUTION, root / "source" / a / f"{a}.ipynb"),
-                            (UNTOUCHED, root / "release" / a / f"{a}.ipynb")):
-            target = root / "submitted" / student / a
-            target.mkdir(parents=True)
-            shutil.copy2(nb, target / nb.name)
     grade = course.grade(root, progress=False)
     fb = course.feedback(root)
     table = course.report(root, show=False)

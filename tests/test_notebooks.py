@@ -7,7 +7,7 @@ import re
 
 import nbformat
 import pytest
-from conftest import ASSIGNMENTS, ROOT, SOLUTION, UNTOUCHED
+from conftest import ASSIGNMENTS, BLANK, ROOT
 
 from sparkcourse.grader.authoring import render
 
@@ -70,6 +70,7 @@ def _VISIBLE_LINES(a):  # lines that legitimately appear both in a hidden block 
     return out
 
 
+@pytest.mark.grading
 @pytest.mark.parametrize("a", ASSIGNMENTS)
 def test_release_is_what_build_makes(graded_course, a):
     built = json.loads((graded_course.root / "release" / a / f"{a}.ipynb").read_text())
@@ -81,15 +82,17 @@ def test_release_is_what_build_makes(graded_course, a):
     assert built_files == committed_files
 
 
+@pytest.mark.grading
 @pytest.mark.parametrize("a", ASSIGNMENTS)
 def test_solution_passes_every_test(graded_course, a):
-    scores = graded_course.cell_scores(a, SOLUTION)
+    scores = graded_course.solution_scores(a)
     failed = {k: v for k, v in scores.items() if v[0] != v[1]}
     assert scores and not failed, f"{a}: the source notebook fails {failed}"
 
 
+@pytest.mark.grading
 @pytest.mark.parametrize("a", ASSIGNMENTS)
 def test_untouched_release_scores_zero(graded_course, a):
-    scores = graded_course.cell_scores(a, UNTOUCHED)
+    scores = graded_course.cell_scores(a, BLANK)
     passed = {k: v for k, v in scores.items() if v[0] != 0}
     assert scores and not passed, f"{a}: these test cells pass on the stub: {passed}"

@@ -10,6 +10,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -402,27 +403,30 @@ def write_log(root: Path, step: str, results: list[StepResult], **about) -> Path
 
 @dataclass
 class GradeTable:
-    """Scores of every student in every assignment (None: not graded)."""
+    """Scores of every student in every assignment (None: not submitted), with notes for the TA: a submission that
+    could not be graded (malformed, missing) scores 0 and says why; a flagged one says what was flagged."""
 
     assignments: list[str]
     max_scores: dict[str, float]
     scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
     def rows(self) -> list[list[str]]:
-        """Header plus one row per student, scores as 'x' strings."""
-        head = ["student", *self.assignments, "total"]
+        """Header plus one row per student, scores as 'x' strings, and a notes column."""
+        head = ["student", *self.assignments, "total", "notes"]
         out = [head]
         for student, row in sorted(self.scores.items()):
             vals = [row.get(a) for a in self.assignments]
             total = sum(v for v in vals if v is not None)
-            out.append([student, *("" if v is None else f"{v:g}" for v in vals), f"{total:g}"])
+            out.append([student, *("" if v is None else f"{v:g}" for v in vals), f"{total:g}",
+                        "; ".join(self.notes.get(student, []))])
         out.append(["(max)", *(f"{self.max_scores[a]:g}" for a in self.assignments),
-                    f"{sum(self.max_scores.values()):g}"])
+                    f"{sum(self.max_scores.values()):g}", ""])
         return out
 
 
 def grade_table(root: Path) -> GradeTable:
-    """Read the gradebook: each autograded student's score per assignment."""
+    """Read the gradebook, plus reports/grade.json for submissions that could not be graded."""
     from nbgrader.api import Gradebook, MissingEntry
 
     db_url = "sqlite:///" + str(root / "gradebook.db")
@@ -437,6 +441,14 @@ def grade_table(root: Path) -> GradeTable:
                 except MissingEntry:
                     row[a] = None
             table.scores[student.id] = row
+    log = root / "reports" / "grade.json"
+    for r in json.loads(log.read_text()) if log.exists() else []:
+        if r.get("student") and r["assignment"] in names and (not r["ok"] or r.get("flags")):
+            row = table.scores.setdefault(r["student"], dict.fromkeys(names))
+            if not r["ok"] and row.get(r["assignment"]) is None:
+                row[r["assignment"]] = 0.0
+            why = r.get("flags") or (r["message"].strip().splitlines() or ["not graded"])[-1][:160]
+            table.notes.setdefault(r["student"], []).append(f"{r['assignment']}: {why}")
     return table
 
 
@@ -471,24 +483,44 @@ def report(root: Path, show: bool = True) -> GradeTable:
     return table
 
 
-BUNDLE_EXCLUDE = ("reference", "__pycache__")
+BUNDLE_EXCLUDE = ("reference", "grader", "__pycache__")  # instructor-only parts of the package
+REFERENCED = re.compile(r"(?<![\w/])((?:benchmarks|tools|sparkcourse)/[\w./-]*\w)")
+
+
+def referenced_files(root: Path, notebooks: list[Path]) -> set[str]:
+    """Repository files the notebooks name (``benchmarks/...``, ``tools/...``, ``sparkcourse/...``): a student is
+    told to open or run them, so the bundle carries them. Folders expand to their files; names of files a
+    command would write (``--out X``) are skipped."""
+    out: set[str] = set()
+    for nb in notebooks:
+        text = nb.read_text()
+        written = set(re.findall(r"--out\s+([\w./-]+)", text))
+        for ref in set(REFERENCED.findall(text)) - written:
+            path = root / ref
+            files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file()) if path.is_dir() else []
+            out.update(str(f.relative_to(root)) for f in files if "__pycache__" not in f.parts)
+    return out
 
 
 def bundle(root: Path, out: Path | None = None) -> Path:
-    """Zip what students receive: release notebooks and the package without ``sparkcourse.reference``."""
+    """Zip what students receive: the ready weeks' release notebooks, the package without ``reference/`` and
+    ``grader/``, the files the notebooks name (benchmark tables and scripts) and the install files."""
+    from sparkcourse import weeks
+
     out = out or root / "dist" / "sparkcourse-student.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
+    ready = [w.id for w in weeks.ready(weeks.registry_for(root))]
+    release = [p for a in ready for p in sorted((root / "release" / a).rglob("*"))
+               if p.is_file() and ".ipynb_checkpoints" not in p.parts]
+    names = {str(p.relative_to(root)) for p in release}
+    names |= {str(p.relative_to(root)) for p in sorted((root / "sparkcourse").rglob("*"))
+              if p.is_file() and p.suffix != ".pyc" and not set(p.relative_to(root).parts) & set(BUNDLE_EXCLUDE)}
+    names |= {n for n in referenced_files(root, [p for p in release if p.suffix == ".ipynb"])
+              if not set(Path(n).parts) & set(BUNDLE_EXCLUDE)}
+    names |= {n for n in ("pyproject.toml", "README.md", "environment.yml", "LICENSE") if (root / n).exists()}
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted((root / "release").rglob("*")):
-            if path.is_file() and ".ipynb_checkpoints" not in path.parts:
-                zf.write(path, path.relative_to(root))
-        for path in sorted((root / "sparkcourse").rglob("*")):
-            rel = path.relative_to(root)
-            if path.is_file() and not any(part in BUNDLE_EXCLUDE for part in rel.parts) and path.suffix != ".pyc":
-                zf.write(path, rel)
-        for name in ("pyproject.toml", "README.md", "environment.yml"):
-            if (root / name).exists():
-                zf.write(root / name, name)
+        for name in sorted(names):
+            zf.write(root / name, name)
     return out
 
 
