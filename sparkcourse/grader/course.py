@@ -49,6 +49,7 @@ class StepResult:
     seconds: float
     message: str = ""
     sandbox: str = ""  # what the grading kernel could isolate on this machine (from its log)
+    flags: str = ""  # what the TA should look at: submitted nbgrader metadata that was reset (grader.metadata)
 
 
 _RUNNING: set[subprocess.Popen] = set()  # nbgrader processes in flight (killed if grading is interrupted)
@@ -177,7 +178,8 @@ def _autograde_one(root: Path, a: str, s: str, timeout: float, prefix: tuple[str
     message = "" if ok else ("\n".join(errors) or proc.stdout[-2000:])
     if restarts:
         message = "\n".join([*(r.split("sandbox: ", 1)[1] for r in restarts), message]).strip()
-    return StepResult(a, s, ok, secs, message, sandbox="; ".join(notes))
+    flags = [ln.split("] ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("[sparkcourse.grader.flag]")]
+    return StepResult(a, s, ok, secs, message, sandbox="; ".join(notes), flags="; ".join(flags))
 
 
 class GradingRefused(RuntimeError):
