@@ -33,6 +33,7 @@ import re
 import numpy as np
 
 import sparkcourse as sc
+from sparkcourse import embeddings
 from sparkcourse.labs import w05_rag as rc
 from sparkcourse.testing import check_close, check_number, check_property
 
@@ -45,9 +46,9 @@ Q_VECS = rc.cached_embeddings("questions", SETS["questions"])  # (questions, 384
 IDS = [p["id"] for p in CORPUS]
 ID_INDEX = {pid: i for i, pid in enumerate(IDS)}
 tokenize = rc.tokenize
-count_tokens = rc.minilm_token_counter()
+count_tokens = embeddings.token_counter()
 print(f"{len(CORPUS)} passages from {len({p['source'] for p in CORPUS})} documents, {len(QUESTIONS)} questions;"
-      f" embeddings {P_VECS.shape}, cache key {rc.texts_hash(SETS['passages'])} matches the corpus")
+      f" embeddings {P_VECS.shape}, cache key {embeddings.texts_hash(SETS['passages'])} matches the corpus")
 
 # %% markdown
 # A passage and a question with its answer passage:
@@ -811,10 +812,10 @@ try:
     index = build_index(P_VECS, "hnsw", m=16)
     faiss.write_index(index, str(folder / "course.faiss"))
     (folder / "course.meta.json").write_text(json.dumps({"model": "all-MiniLM-L6-v2", "ids": IDS,
-                                                         "corpus_hash": rc.texts_hash(SETS["passages"])}))
+                                                         "corpus_hash": embeddings.texts_hash(SETS["passages"])}))
     loaded = faiss.read_index(str(folder / "course.faiss"))
     meta = json.loads((folder / "course.meta.json").read_text())
-    assert meta["corpus_hash"] == rc.texts_hash(SETS["passages"]), "index built from another corpus"
+    assert meta["corpus_hash"] == embeddings.texts_hash(SETS["passages"]), "index built from another corpus"
     _, got = search(loaded, Q_VECS[:1], 3, ef_search=32)
     print(f"{loaded.ntotal} vectors back from {sum(f.stat().st_size for f in folder.iterdir()) / 1e6:.2f} MB;",
           "top-3 for", repr(QUESTIONS[0]["question"]), "->", [meta["ids"][i] for i in got[0]])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+from sparkcourse import embeddings
 from sparkcourse.labs import w07_safety as safety_lab
 from sparkcourse.reference import w07_safety as ref
 
@@ -198,14 +199,14 @@ def test_shipped_data_matches_generator_and_taxonomy():
     assert safety_lab.load_bbq() == tool.make_bbq(random.Random(tool.SEED + 2))
     credit = safety_lab.load_credit()
     assert credit.to_dict("records") == pd.DataFrame(tool.make_credit(tool.SEED + 3)).to_dict("records")
-    key = (safety_lab.SAFETY_DIR / "prompt_embeddings.sha256").read_text().strip()
-    assert key == safety_lab.texts_sha256(list(prompts.text)), "the embedding cache is stale"
+    cached = embeddings.load_cached(safety_lab.PROMPT_EMBEDDINGS, "prompts", list(prompts.text))
+    assert cached is not None and cached.shape == (len(prompts), embeddings.DIM), "the embedding cache is stale"
 
 
 def test_embedding_cache_matches_minilm():
     prompts = safety_lab.load_prompts()
     idx = [0, 17, 123, len(prompts) - 1]
-    live = safety_lab.embed_texts([prompts.text[i] for i in idx])
+    live = embeddings.embed([prompts.text[i] for i in idx])
     cached = safety_lab.load_prompt_embeddings()[idx]
     np.testing.assert_allclose(live, cached, atol=1e-5)
     assert cached.shape[1] == 384
