@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sparkcourse.stats import mean_sd
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -120,9 +122,9 @@ def markdown(report: dict[str, Any]) -> str:
             "|---|" + "---|" * (len(seeds) + 3),
         ]
         for method, per_seed in table.items():
-            acc = pl.mean_sd([per_seed[sd]["reward acc"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
-            em = pl.mean_sd([per_seed[sd]["exact match"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
-            ts = pl.mean_sd([per_seed[sd]["train s"] for sd in seeds])[0]
+            acc = mean_sd([per_seed[sd]["reward acc"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
+            em = mean_sd([per_seed[sd]["exact match"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
+            ts = mean_sd([per_seed[sd]["train s"] for sd in seeds])[0]
             cells = " | ".join(
                 f"{per_seed[sd]['reward acc']:.2f} / {per_seed[sd]['exact match']:.2f}" for sd in seeds
             )
@@ -167,7 +169,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         table, seeds = report["training"][wording], report["seeds by wording"][wording]
         xs = range(len(table))
         for off, key, label in ((-0.2, "reward acc", "reward accuracy"), (0.2, "exact match", "exact match")):
-            stats = [pl.mean_sd([r[sd][key] for sd in seeds]) for r in table.values()]
+            stats = [mean_sd([r[sd][key] for sd in seeds]) for r in table.values()]
             ax.bar(
                 [x + off for x in xs],
                 [m for m, _ in stats],

@@ -317,10 +317,3 @@ def mean_padded_length(
         for r in rows
     ]
     return statistics.fmean(max(lens[i : i + batch_size]) for i in range(0, len(lens), batch_size))
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value, nan for none)."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0

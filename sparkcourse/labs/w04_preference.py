@@ -15,7 +15,6 @@ The sequence log-probability used here is a private helper, so that the module w
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import statistics
@@ -443,11 +442,3 @@ def plot_table(ax: Any, table: dict[str, dict[str, float]]) -> None:
     ax.set_xticks(list(xs), list(table), fontsize=8)
     ax.set_ylim(0, 1.2)
     ax.legend(fontsize=8, loc="upper center", ncol=2)
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value; NaN-free)."""
-    vals = [float(v) for v in values if not math.isnan(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)

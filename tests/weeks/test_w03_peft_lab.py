@@ -82,13 +82,10 @@ def test_dora_adds_one_magnitude_per_output_row():
     assert dora - lora == sum(m.out_features for m in linear)
 
 
-def test_mean_losses_and_mean_sd():
+def test_mean_losses():
     runs = [{"a": {"losses": [(10, 2.0), (20, 1.0)]}}, {"a": {"losses": [(10, 4.0), (20, 3.0), (30, 1.0)]}}]
     assert sft_lab.mean_losses(runs, "a") == [(10, 3.0), (20, 2.0)]
     assert sft_lab.mean_losses(runs, "missing") == []
-    mean, sd = sft_lab.mean_sd([0.5, 0.7, 0.9])
-    assert mean == pytest.approx(0.7) and sd == pytest.approx(0.2)
-    assert sft_lab.mean_sd([0.4]) == (0.4, 0.0)
 
 
 def test_benchmark_writes_a_markdown_table(tmp_path, keep_threads):
