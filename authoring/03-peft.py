@@ -213,8 +213,8 @@ check_number(adapter_param_count(LLAMA3_8B, 16, ["q_proj", "k_proj", "v_proj", "
 import warnings
 
 import peft
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from sparkcourse.models import random_llama
 from sparkcourse.reference import w03_peft as ref
 
 for cfg, r, targets in (
@@ -223,10 +223,9 @@ for cfg, r, targets in (
         (dict(vocab_size=40, hidden_size=20, intermediate_size=36, num_hidden_layers=2, num_attention_heads=5,
               num_key_value_heads=1), 2, list(ALL_LINEAR))):
     for dora in (False, True):
-        torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pm = peft.get_peft_model(LlamaForCausalLM(LlamaConfig(**cfg)),
+            pm = peft.get_peft_model(random_llama(0, **cfg),
                                      peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, use_dora=dora))
         check_number(adapter_param_count(cfg, r, targets, dora=dora), pm.get_nb_trainable_parameters()[0], rtol=0,
                      name=f"adapter_param_count vs PEFT (targets {targets}, r={r}, dora={dora})")

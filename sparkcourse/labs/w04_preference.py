@@ -68,21 +68,12 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
 
 
 def small_llama(hidden: int = 192, layers: int = 3, length: int = 48, vocab: int = 512, seed: int = 0):
-    """A small ``LlamaForCausalLM`` with random weights (fixed seed, float32, untied embeddings)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The measured model: a random ``LlamaForCausalLM`` (8 heads / 4 KV heads, untied embeddings), eval mode."""
+    from sparkcourse.models import random_llama
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=length,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(cfg)
+    return random_llama(seed, vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden,
+                        num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
+                        max_position_embeddings=length, tie_word_embeddings=False)
 
 
 def measure_step(
