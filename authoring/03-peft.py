@@ -577,7 +577,7 @@ except NotImplementedError:
 #
 # The recipe lives in `sparkcourse/labs/w03_peft.py`, so that the notebook and the benchmark script
 # `benchmarks/sft_tiny.py` run the same code: read `sft_lab.sft_train` (one `SFTTrainer` run: `SFTConfig`,
-# `LoraConfig`, `train()`; `sft_run` is its short form) and `sft_lab.run_sft_experiment` (a fresh model per
+# `LoraConfig`, `train()`) and `sft_lab.run_sft_experiment` (a fresh model per
 # method, exact match before and after). The cells here only call them.
 #
 # The cells below skip while grading, and also when the tiny model's files are not present. With the `spark`
@@ -588,7 +588,7 @@ from pathlib import Path
 
 from sparkcourse import datasets_course, models as course_models
 from sparkcourse.labs import w03_peft as sft_lab
-from sparkcourse.labs.w03_peft import sft_run  # one SFTTrainer run; section 5b uses it on an 8B model
+from sparkcourse.labs.w03_peft import sft_train  # one SFTTrainer run; section 5b uses it on an 8B model
 
 HAVE_TINY_LM = (Path(course_models.TINY_LM_PATH) / "config.json").exists()
 RUN_EXPERIMENT = not sc.grading() and HAVE_TINY_LM and not profile.is_spark
@@ -682,9 +682,9 @@ if profile.is_spark:
                                    bnb_4bit_compute_dtype=torch.bfloat16) if quant else None
         big = AutoModelForCausalLM.from_pretrained(SPARK_MODEL, dtype=torch.bfloat16, quantization_config=qconf,
                                                    device_map="cuda")
-        _, _, secs = sft_run(f"spark-{name}", big, tok_big, data_big, 100, 2e-4, lora_kwargs, neftune=None,
-                             out="/tmp/sft-03-spark", per_device_train_batch_size=4, gradient_accumulation_steps=4,
-                             max_length=1024, activation_checkpointing=True, print_logs=True)
+        secs = sft_train(f"spark-{name}", big, tok_big, data_big, 100, 2e-4, lora_kwargs, neftune=None,
+                         out="/tmp/sft-03-spark", per_device_train_batch_size=4, gradient_accumulation_steps=4,
+                         max_length=1024, activation_checkpointing=True, print_logs=True).seconds
         print(f"{name}: 100 steps in {secs:.0f} s, peak {torch.cuda.max_memory_allocated() / GB:.1f} GB allocated")
         del big
         torch.cuda.empty_cache()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
+import runpy
 import shutil
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -31,15 +32,7 @@ HELD_OUT_CEILING = 0.3
 FT_STEPS, FT_GAIN = 100, 0.3
 
 
-def _load_tool():
-    """The build script as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_tiny_lm", ROOT / "tools" / "make_tiny_lm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = SimpleNamespace(**runpy.run_path(str(ROOT / "tools" / "make_tiny_lm.py")))  # tools/ is not a package
 
 
 @pytest.fixture

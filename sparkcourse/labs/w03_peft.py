@@ -3,7 +3,7 @@
 The model is ``sparkcourse.models.load_tiny_lm()``; the training rows are the instruction tasks it was not
 pre-trained on (``datasets_course.HELD_OUT_TASKS``), and the metric is the exact match of the greedy answer on
 a fixed sample of their test rows. ``run_sft_experiment`` is what the notebook (section 5) and
-``benchmarks/sft_tiny.py`` call; ``sft_run`` is one ``SFTTrainer`` run, also used with an 8B model on a Spark.
+``benchmarks/sft_tiny.py`` call; ``sft_train`` is one ``SFTTrainer`` run, also used with an 8B model on a Spark.
 """
 
 from __future__ import annotations
@@ -80,32 +80,6 @@ class SFTResult:
     cpu_seconds: float
 
 
-def sft_run(
-    name: str,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train: datasets.Dataset,
-    steps: int,
-    lr: float,
-    lora_kwargs: Mapping[str, Any] | None = None,
-    neftune: float | None = None,
-    seed: int = 0,
-    out: str | None = None,
-    print_logs: bool = False,
-    **overrides: Any,
-) -> tuple[PreTrainedModel, list[tuple[int, float]], float]:
-    """One SFTTrainer run; returns (trained model, [(step, loss)], wall-clock seconds of ``train()``).
-
-    ``lora_kwargs`` None is full fine-tuning (the model is trained in place); otherwise they go to PEFT's
-    ``LoraConfig`` on all linear layers. ``overrides`` go to ``SFTConfig``; ``print_logs`` keeps the
-    Trainer's printed log lines (off: the losses are still returned).
-    """
-    r = sft_train(
-        name, model, tokenizer, train, steps, lr, lora_kwargs, neftune, seed, out, print_logs, **overrides
-    )
-    return r.model, r.losses, r.seconds
-
-
 def sft_train(
     name: str,
     model: PreTrainedModel,
@@ -120,10 +94,12 @@ def sft_train(
     print_logs: bool = False,
     **overrides: Any,
 ) -> SFTResult:
-    """``sft_run`` returning an ``SFTResult``, with the process CPU time of ``train()`` as well.
+    """One SFTTrainer run: the trained model, [(step, loss)], wall-clock and CPU seconds of ``train()``.
 
-    On a shared machine the CPU seconds are the steadier cost measure: wall-clock time also counts the time
-    the process waited for a core.
+    ``lora_kwargs`` None is full fine-tuning (the model is trained in place); otherwise they go to PEFT's
+    ``LoraConfig`` on all linear layers. ``overrides`` go to ``SFTConfig``; ``print_logs`` keeps the
+    Trainer's printed log lines (off: the losses are still returned). On a shared machine the CPU seconds are
+    the steadier cost measure: wall-clock time also counts the time the process waited for a core.
     """
     import peft
     from transformers.trainer_callback import PrinterCallback

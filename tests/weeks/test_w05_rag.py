@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import runpy
+from types import SimpleNamespace
 
 import faiss
 import numpy as np
@@ -21,12 +23,7 @@ QUESTIONS = rc.load_questions()
 # --- the snapshot, the question set, the cache ---------------------------------------------------------------
 
 def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_rag_corpus", ROOT / "tools" / "make_rag_corpus.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "tools" / "make_rag_corpus.py")))
 
 
 def test_question_set_size_and_unique_ids():

@@ -3,9 +3,10 @@ independent implementations; the shipped data against its generator and the Llam
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
+import runpy
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -26,10 +27,7 @@ def _luhn_table(number: str) -> bool:
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_safety_data", ROOT / "tools" / "make_safety_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "tools" / "make_safety_data.py")))
 
 
 def test_luhn_known_numbers_and_table():
