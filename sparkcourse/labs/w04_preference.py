@@ -9,8 +9,10 @@ Two measurements, shared by the notebook (section 7) and ``benchmarks/preference
   ``ORPOTrainer`` or ``KTOTrainer`` on verifiable preference pairs (right vs wrong sums) and measures reward
   accuracy and exact match on held-out pairs.
 
-The sequence log-probability used here is a private helper, so that the module works without
-``sparkcourse.reference`` (students do not get it); the notebook passes its own ``sequence_logps`` instead.
+Every function that scores sequences takes the sequence log-probability as ``logps`` (the signature of week 04's
+Exercise 1, ``sequence_logps(logits, input_ids, completion_mask, average=False)``), and the memory measurement
+takes the losses of Exercises 2 and 3 (``dpo_loss``, ``simpo_loss``): the notebook passes the student's functions,
+the tests and the benchmark ``sparkcourse.reference.w04_preference``'s. The lab holds no answer of its own.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 LogpsFn = Callable[..., torch.Tensor]
+LossFn = Callable[..., tuple]  # week 04's dpo_loss / simpo_loss: (loss, ...) from (B, T) per-token log-probs
 
 METHODS = ("DPO", "SimPO", "ORPO", "KTO")
 REFERENCE_METHODS = ("DPO", "KTO")  # trainers that keep a frozen reference copy of the model
@@ -37,17 +39,6 @@ MEMORY_KEYS = ("policy weights", "gradients", "AdamW state", "reference weights"
 # learning rate.
 DEFAULT_LR = {"DPO": 5e-4, "SimPO": 5e-4, "ORPO": 5e-4, "KTO": 3e-4}
 DEFAULT_BETA = {"DPO": 0.1, "SimPO": 2.0, "ORPO": 0.1, "KTO": 0.1}
-
-
-def _sequence_logps(
-    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor, average: bool = False
-) -> torch.Tensor:
-    """Summed (or mean) log-probability of the completion tokens of each row: position t scores token t+1."""
-    logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
-    mask = completion_mask[:, 1:].to(logp.dtype)
-    tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask
-    total = tok.sum(-1)
-    return total / mask.sum(-1) if average else total
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -84,16 +75,20 @@ def measure_step(
     length: int = 48,
     steps: int = 3,
     seed: int = 0,
-    logps: LogpsFn | None = None,
+    *,
+    logps: LogpsFn,
+    dpo_loss: LossFn,
+    simpo_loss: LossFn,
 ) -> dict[str, float]:
     """Bytes per component and median step time (s) of a DPO step (``with_reference``) or a SimPO step.
 
     Policy forward and backward on ``batch`` chosen + ``batch`` rejected rows of ``length`` tokens (second
     half = completion), AdamW step; with a reference, one more forward pass under ``no_grad``. Activations
     are the bytes autograd saves for backward (parameters excluded), measured with saved-tensor hooks.
-    The first step (which allocates AdamW's state) is not timed; ``steps`` more are.
+    The first step (which allocates AdamW's state) is not timed; ``steps`` more are. ``logps`` scores the
+    sequences and ``dpo_loss`` (β 0.1) or ``simpo_loss`` (β 2, γ 0.5) is the loss, each given the sequence
+    log-probs as one-token rows (week 04's Exercises 1-3).
     """
-    logps = logps or _sequence_logps
     vocab = 512
     policy = small_llama(hidden, layers, length, vocab, seed).train()
     reference = (
@@ -122,14 +117,14 @@ def measure_step(
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             seq = logps(policy(ids).logits, ids, mask, average=not with_reference)
         act = tensor_bytes(saved)
-        chosen, rejected = seq.chunk(2)
+        chosen, rejected = seq[:, None].chunk(2)  # one "token" per row: its sequence log-prob
+        ones = torch.ones_like(chosen)
         if reference is not None:
             with torch.no_grad():
-                ref = logps(reference(ids).logits, ids, mask)
-            margin = (chosen - ref[:batch]) - (rejected - ref[batch:])
-            loss = -F.logsigmoid(0.1 * margin).mean()
+                ref_chosen, ref_rejected = logps(reference(ids).logits, ids, mask)[:, None].chunk(2)
+            loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, ones, ones, beta=0.1)[0]
         else:
-            loss = -F.logsigmoid(2.0 * (chosen - rejected) - 0.5).mean()
+            loss = simpo_loss(chosen, rejected, ones, ones, beta=2.0, gamma=0.5)[0]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=False)
@@ -148,7 +143,8 @@ def measure_step(
 
 
 def compare_memory(**kw: Any) -> dict[str, dict[str, float]]:
-    """:func:`measure_step` with a reference (DPO) and without (SimPO/ORPO); ``kw`` go to both."""
+    """:func:`measure_step` with a reference (DPO) and without (SimPO/ORPO); ``kw`` (``logps``, ``dpo_loss``,
+    ``simpo_loss`` among them) go to both."""
     return {
         "DPO (reference)": measure_step(True, **kw),
         "SimPO/ORPO (no reference)": measure_step(False, **kw),
@@ -279,9 +275,8 @@ def to_kto(ds: Any, seed: int = 0) -> Any:
 
 
 @torch.no_grad()
-def preference_accuracy(model: Any, tokenizer: Any, ds: Any, logps: LogpsFn | None = None) -> float:
-    """Fraction of pairs whose chosen answer has the higher length-averaged log-prob under ``model``."""
-    logps = logps or _sequence_logps
+def preference_accuracy(model: Any, tokenizer: Any, ds: Any, *, logps: LogpsFn) -> float:
+    """Fraction of pairs whose chosen answer has the higher length-averaged log-prob (``logps``) under ``model``."""
     was_training = model.training
     model.eval()
     wins = 0
@@ -305,10 +300,10 @@ def chosen_exact_match(model: Any, tokenizer: Any, ds: Any, max_new_tokens: int 
     return sum(a == c.strip() for a, c in zip(answers, ds["chosen"], strict=True)) / len(ds)
 
 
-def evaluate(model: Any, tokenizer: Any, test: Any, logps: LogpsFn | None = None) -> dict[str, float]:
-    """Reward accuracy and exact match of ``model`` on plain-string preference rows."""
+def evaluate(model: Any, tokenizer: Any, test: Any, *, logps: LogpsFn) -> dict[str, float]:
+    """Reward accuracy (scored with ``logps``) and exact match of ``model`` on plain-string preference rows."""
     return {
-        "reward acc": preference_accuracy(model, tokenizer, test, logps),
+        "reward acc": preference_accuracy(model, tokenizer, test, logps=logps),
         "exact match": chosen_exact_match(model, tokenizer, test),
     }
 
@@ -368,7 +363,8 @@ def run_method(
     seed: int = 0,
     learning_rate: float | None = None,
     beta: float | None = None,
-    logps: LogpsFn | None = None,
+    *,
+    logps: LogpsFn,
     **kw: Any,
 ) -> dict[str, float]:
     """Train a fresh tiny course LM with ``name``'s TRL trainer; reward accuracy, exact match, train seconds.
@@ -386,17 +382,17 @@ def run_method(
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    result = evaluate(trainer.model, tokenizer, test, logps)
+    result = evaluate(trainer.model, tokenizer, test, logps=logps)
     result["train s"] = seconds
     return result
 
 
-def base_row(test: Any, logps: LogpsFn | None = None) -> dict[str, float]:
-    """The untrained tiny course LM's metrics (the table's first row)."""
+def base_row(test: Any, *, logps: LogpsFn) -> dict[str, float]:
+    """The untrained tiny course LM's metrics (the table's first row), scored with ``logps``."""
     from sparkcourse.models import load_tiny_lm
 
     model, tokenizer = load_tiny_lm()
-    result = evaluate(model, tokenizer, test, logps)
+    result = evaluate(model, tokenizer, test, logps=logps)
     result["train s"] = 0.0
     return result
 
@@ -407,11 +403,12 @@ def compare_methods(
     methods: Sequence[str] = METHODS,
     steps: int = 40,
     seed: int = 0,
-    logps: LogpsFn | None = None,
+    *,
+    logps: LogpsFn,
     **kw: Any,
 ) -> dict[str, dict[str, float]]:
-    """The table: the base model, then each method trained for ``steps`` steps with ``seed``."""
-    table = {"base (no training)": base_row(test, logps)}
+    """The table: the base model, then each method trained for ``steps`` steps with ``seed``, scored with ``logps``."""
+    table = {"base (no training)": base_row(test, logps=logps)}
     for method in methods:
         table[method] = run_method(method, train, test, steps=steps, seed=seed, logps=logps, **kw)
     return table

@@ -208,6 +208,6 @@ def test_ann_sweep_meets_recall_target_on_course_chunks():
     """HNSW reaches recall@10 >= 0.95 of exact search on the cached course-corpus chunks (speed: see notebook)."""
     sets = rc.embedding_sets(CORPUS, QUESTIONS)
     rows = rc.ann_sweep(rc.cached_embeddings("chunks", sets["chunks"]),
-                        rc.cached_embeddings("questions", sets["questions"]),
+                        rc.cached_embeddings("questions", sets["questions"]), ref.build_index, ref.search,
                         nprobes=(16,), ef_searches=(32,), repeats=1)
     assert rows[0]["index"] == "flat" and all(r["recall"] >= 0.95 for r in rows[1:]), rows
