@@ -103,35 +103,9 @@ def sft_train(
     """
     import peft
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    gpu = torch.cuda.is_available()
-    out = out or tempfile.mkdtemp(prefix="sft-03-")
-    settings = (
-        dict(
-            per_device_train_batch_size=BATCH_SIZE,
-            max_length=MAX_LENGTH,
-            activation_checkpointing=False,
-            bf16=gpu and torch.cuda.is_bf16_supported(),
-            logging_steps=10,
-        )
-        | overrides
-    )
-    args = SFTConfig(
-        output_dir=f"{out}/{name}",
-        max_steps=steps,
-        learning_rate=lr,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
-        use_cpu=not gpu,
-        neftune_noise_alpha=neftune,
-        **settings,
-    )
+    args = sft_config(f"{out or tempfile.mkdtemp(prefix='sft-03-')}/{name}", steps, lr, neftune, seed, **overrides)
     peft_config = (
         None
         if lora_kwargs is None
@@ -149,6 +123,39 @@ def sft_train(
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     losses = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     return SFTResult(trainer.model, losses, seconds, cpu_seconds)
+
+
+def sft_config(output_dir: str, steps: int, lr: float, neftune: float | None = None, seed: int = 0,
+               **overrides: Any) -> Any:
+    """The ``SFTConfig`` of every run: constant learning rate, no saving or reporting, bf16 on a GPU that has it.
+
+    ``overrides``: other ``SFTConfig`` fields, or new values for the batch size, ``max_length``, activation
+    checkpointing, bf16 and ``logging_steps``."""
+    from trl import SFTConfig
+
+    gpu = torch.cuda.is_available()
+    settings = dict(
+        per_device_train_batch_size=BATCH_SIZE,
+        max_length=MAX_LENGTH,
+        activation_checkpointing=False,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        logging_steps=10,
+    )
+    return SFTConfig(
+        output_dir=output_dir,
+        max_steps=steps,
+        learning_rate=lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not gpu,
+        neftune_noise_alpha=neftune,
+        **(settings | overrides),
+    )
 
 
 def score(

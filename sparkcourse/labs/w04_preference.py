@@ -97,40 +97,13 @@ def measure_step(
         else None
     )
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (2 * batch, length), generator=g)  # chosen rows, then rejected rows
-    mask = torch.zeros(2 * batch, length)
-    mask[:, length // 2 :] = 1
-    param_ptrs = {p.untyped_storage().data_ptr() for p in policy.parameters()}
-    saved: list[torch.Tensor] = []
+    ids, mask = _preference_batch(batch, length, vocab, seed)
     times: list[float] = []
-    act = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.untyped_storage().data_ptr() not in param_ptrs:
-            saved.append(t)
-        return t
-
     for step in range(steps + 1):
-        saved.clear()
         t0 = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            seq = logps(policy(ids).logits, ids, mask, average=not with_reference)
-        act = tensor_bytes(saved)
-        chosen, rejected = seq[:, None].chunk(2)  # one "token" per row: its sequence log-prob
-        ones = torch.ones_like(chosen)
-        if reference is not None:
-            with torch.no_grad():
-                ref_chosen, ref_rejected = logps(reference(ids).logits, ids, mask)[:, None].chunk(2)
-            loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, ones, ones, beta=0.1)[0]
-        else:
-            loss = simpo_loss(chosen, rejected, ones, ones, beta=2.0, gamma=0.5)[0]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=False)
+        act = _train_step(policy, reference, opt, ids, mask, logps, dpo_loss, simpo_loss)
         if step:
             times.append(time.perf_counter() - t0)
-    saved.clear()
     state = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
     return {
         "policy weights": tensor_bytes(policy.parameters()),
@@ -140,6 +113,42 @@ def measure_step(
         "activations": act,
         "step s": statistics.median(times) if times else float("nan"),
     }
+
+
+def _preference_batch(batch: int, length: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids of ``batch`` chosen rows, then ``batch`` rejected rows; the mask marks the second halves."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (2 * batch, length), generator=g)
+    mask = torch.zeros(2 * batch, length)
+    mask[:, length // 2 :] = 1
+    return ids, mask
+
+
+def _train_step(policy: Any, reference: Any, opt: Any, ids: torch.Tensor, mask: torch.Tensor, logps: LogpsFn,
+                dpo_loss: LossFn, simpo_loss: LossFn) -> int:
+    """One AdamW step of DPO (with a reference) or SimPO; returns the bytes autograd saved for the backward."""
+    param_ptrs = {p.untyped_storage().data_ptr() for p in policy.parameters()}
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in param_ptrs:
+            saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        seq = logps(policy(ids).logits, ids, mask, average=reference is None)
+    chosen, rejected = seq[:, None].chunk(2)  # one "token" per row: its sequence log-prob
+    ones = torch.ones_like(chosen)
+    if reference is not None:
+        with torch.no_grad():
+            ref_chosen, ref_rejected = logps(reference(ids).logits, ids, mask)[:, None].chunk(2)
+        loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, ones, ones, beta=0.1)[0]
+    else:
+        loss = simpo_loss(chosen, rejected, ones, ones, beta=2.0, gamma=0.5)[0]
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    return tensor_bytes(saved)
 
 
 def compare_memory(**kw: Any) -> dict[str, dict[str, float]]:
