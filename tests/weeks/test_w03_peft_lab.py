@@ -5,18 +5,16 @@ from __future__ import annotations
 import math
 import os
 import runpy
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import ROOT  # noqa: E402
 
 from sparkcourse import datasets_course, models  # noqa: E402
 from sparkcourse.labs import w03_peft as sft_lab  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -12,13 +12,14 @@ import torch
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from conftest import ROOT  # noqa: E402
+
 from sparkcourse.labs import w04_preference as pl  # noqa: E402
 from sparkcourse.models import TINY_LM_PATH  # noqa: E402
 from sparkcourse.reference import w04_preference as ref  # noqa: E402
 
 ANSWERS = dict(logps=ref.sequence_logps, dpo_loss=ref.dpo_loss, simpo_loss=ref.simpo_loss)
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "preference_tiny.py"
 needs_tiny_lm = pytest.mark.skipif(
     not (TINY_LM_PATH / "config.json").exists(), reason="tiny course LM missing"
