@@ -30,22 +30,13 @@ from sparkcourse import capacity
 from sparkcourse.testing import check_close, check_number, check_property
 
 profile = sc.setup()
+from sparkcourse.models import random_llama  # seeded small Llamas with random weights: no download
+
 torch.set_default_dtype(torch.float32)
 GB = 1e9
 _n70 = capacity.param_count(capacity.CONFIGS["meta-llama/Meta-Llama-3-70B"]).total
 print(f"Llama-3-70B: BF16 {capacity.weight_bytes(_n70, 'bf16') / GB:.1f} GB, "
       f"NVFP4 {capacity.weight_bytes(_n70, 'nvfp4') / GB:.1f} GB")
-
-
-def make_tiny_llama(seed=0, vocab=256, hidden=48, layers=2):
-    """A seeded tiny Llama with random weights (the graded tests use it; no download, no trained model)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden + 8,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=128, tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg).eval()
 
 # %% markdown
 # ## 1. Floating-point formats by hand
@@ -278,7 +269,7 @@ check_number(sqnr_db(x, xh), ref.sqnr_db(x, xh), rtol=1e-9, name="sqnr_db on ran
 
 # %%
 def _fp8_study():
-    model = make_tiny_llama(seed=1, hidden=96)
+    model = random_llama(1, hidden_size=96)
     w = model.model.layers[0].mlp.down_proj.weight.detach().double()
     w[:, 3] *= 40  # a column of outliers, as activation-aware studies report
     acts = torch.randn(64, 96, dtype=torch.float64)
@@ -510,7 +501,7 @@ def perplexity(model, ids):
     ### END SOLUTION
 
 # %% tests id=test_fake_quant points=1
-m = make_tiny_llama(seed=3)
+m = random_llama(3)
 names = fake_quantize_linears(m, lambda t: t * 0)
 check_property(len(names) == 14, f"a 2-layer Llama has 14 Linear layers in its decoder, you changed {len(names)}")
 check_property(float(m.model.layers[1].mlp.up_proj.weight.detach().abs().sum()) == 0, "the weights were not replaced in place")
@@ -526,7 +517,7 @@ def coarse(t):  # a stand-in quantiser defined here: the sandbox lets no student
     return torch.round(t * 64) / 64
 
 
-m1, m2 = make_tiny_llama(seed=4, layers=3), make_tiny_llama(seed=4, layers=3)
+m1, m2 = random_llama(4, num_hidden_layers=3), random_llama(4, num_hidden_layers=3)
 n1 = fake_quantize_linears(m1, coarse)
 n2 = ref.fake_quantize_linears(m2, coarse)
 check_property(sorted(n1) == sorted(n2), "the set of quantised layers differs from the expected decoder Linears")
@@ -536,7 +527,7 @@ for k in s2:
 ### END HIDDEN TESTS
 
 # %% tests id=test_perplexity points=1
-m = make_tiny_llama(seed=5)
+m = random_llama(5)
 ids = torch.randint(0, 256, (2, 20), generator=torch.Generator().manual_seed(5))
 ppl = perplexity(m, ids)
 check_property(100 < ppl < 600, f"a random model over 256 tokens should have perplexity near 256, got {ppl:.4g}")
@@ -545,7 +536,7 @@ import torch
 
 from sparkcourse.reference import w02_quantization as ref
 
-m = make_tiny_llama(seed=6, layers=1)
+m = random_llama(6, num_hidden_layers=1)
 for shape in ((1, 9), (3, 31)):
     ids = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(shape[1]))
     check_number(perplexity(m, ids), ref.perplexity(m, ids), rtol=1e-5, name=f"perplexity on ids of shape {shape}")
@@ -582,7 +573,7 @@ def study_model():
         ids = tok(_course_text("test"), return_tensors="pt").input_ids[:, :4096]
         return model, ids.view(-1, 64)[: ids.numel() // 64], "the course's tiny LM"
     torch.manual_seed(0)
-    model = make_tiny_llama(seed=0, hidden=64, layers=2).train()
+    model = random_llama(0, hidden_size=64, num_hidden_layers=2).train()
     train = _byte_ids(_course_text("train"))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for step in range(150):
@@ -693,7 +684,7 @@ for b, h, L, d in ((2, 3, 11, 16), (1, 1, 5, 7)):
 
 # %%
 try:
-    m = make_tiny_llama(seed=8)
+    m = random_llama(8)
     torch.manual_seed(8)
     ids = torch.randint(0, 256, (1, 64))
     with torch.no_grad():

@@ -213,8 +213,8 @@ check_number(adapter_param_count(LLAMA3_8B, 16, ["q_proj", "k_proj", "v_proj", "
 import warnings
 
 import peft
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from sparkcourse.models import random_llama
 from sparkcourse.reference import w03_peft as ref
 
 for cfg, r, targets in (
@@ -223,10 +223,9 @@ for cfg, r, targets in (
         (dict(vocab_size=40, hidden_size=20, intermediate_size=36, num_hidden_layers=2, num_attention_heads=5,
               num_key_value_heads=1), 2, list(ALL_LINEAR))):
     for dora in (False, True):
-        torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pm = peft.get_peft_model(LlamaForCausalLM(LlamaConfig(**cfg)),
+            pm = peft.get_peft_model(random_llama(0, **cfg),
                                      peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, use_dora=dora))
         check_number(adapter_param_count(cfg, r, targets, dora=dora), pm.get_nb_trainable_parameters()[0], rtol=0,
                      name=f"adapter_param_count vs PEFT (targets {targets}, r={r}, dora={dora})")
@@ -578,7 +577,7 @@ except NotImplementedError:
 #
 # The recipe lives in `sparkcourse/labs/w03_peft.py`, so that the notebook and the benchmark script
 # `benchmarks/sft_tiny.py` run the same code: read `sft_lab.sft_train` (one `SFTTrainer` run: `SFTConfig`,
-# `LoraConfig`, `train()`; `sft_run` is its short form) and `sft_lab.run_sft_experiment` (a fresh model per
+# `LoraConfig`, `train()`) and `sft_lab.run_sft_experiment` (a fresh model per
 # method, exact match before and after). The cells here only call them.
 #
 # The cells below skip while grading, and also when the tiny model's files are not present. With the `spark`
@@ -589,7 +588,7 @@ from pathlib import Path
 
 from sparkcourse import datasets_course, models as course_models
 from sparkcourse.labs import w03_peft as sft_lab
-from sparkcourse.labs.w03_peft import sft_run  # one SFTTrainer run; section 5b uses it on an 8B model
+from sparkcourse.labs.w03_peft import sft_train  # one SFTTrainer run; section 5b uses it on an 8B model
 
 HAVE_TINY_LM = (Path(course_models.TINY_LM_PATH) / "config.json").exists()
 RUN_EXPERIMENT = not sc.grading() and HAVE_TINY_LM and not profile.is_spark
@@ -683,9 +682,9 @@ if profile.is_spark:
                                    bnb_4bit_compute_dtype=torch.bfloat16) if quant else None
         big = AutoModelForCausalLM.from_pretrained(SPARK_MODEL, dtype=torch.bfloat16, quantization_config=qconf,
                                                    device_map="cuda")
-        _, _, secs = sft_run(f"spark-{name}", big, tok_big, data_big, 100, 2e-4, lora_kwargs, neftune=None,
-                             out="/tmp/sft-03-spark", per_device_train_batch_size=4, gradient_accumulation_steps=4,
-                             max_length=1024, activation_checkpointing=True, print_logs=True)
+        secs = sft_train(f"spark-{name}", big, tok_big, data_big, 100, 2e-4, lora_kwargs, neftune=None,
+                         out="/tmp/sft-03-spark", per_device_train_batch_size=4, gradient_accumulation_steps=4,
+                         max_length=1024, activation_checkpointing=True, print_logs=True).seconds
         print(f"{name}: 100 steps in {secs:.0f} s, peak {torch.cuda.max_memory_allocated() / GB:.1f} GB allocated")
         del big
         torch.cuda.empty_cache()

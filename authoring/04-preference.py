@@ -605,16 +605,21 @@ for name, (policy, ref_bytes) in rows.items():
 # %%
 from sparkcourse.labs import w04_preference as lab
 
-if not sc.grading():
-    # your sequence_logps scores the policy and the reference; see lab.measure_step for the whole step
-    memory = lab.compare_memory(hidden=192, layers=3, batch=4, length=48, steps=3, logps=sequence_logps)
+if sc.grading():
+    print("skipped while grading")
+else:
+    try:  # your sequence_logps scores policy and reference, your dpo_loss / simpo_loss are the losses
+        memory = lab.compare_memory(hidden=192, layers=3, batch=4, length=48, steps=3, logps=sequence_logps,
+                                    dpo_loss=dpo_loss, simpo_loss=simpo_loss)
+    except NotImplementedError:
+        memory = None
+        print("finish Exercises 1-3 first")
+if not sc.grading() and memory is not None:
     print(lab.format_memory(memory))
     fig, ax = plt.subplots(figsize=(7, 2.8))
     lab.plot_memory(ax, memory)
     plt.tight_layout()
     plt.show()
-else:
-    print("skipped while grading")
 
 # %% markdown
 # Read the table, not the slogan. The reference adds its weights (one copy: no gradients, no optimizer state, no

@@ -588,16 +588,18 @@ def train_copy(model, steps, batch=32, lr=3e-3, seed=0):
 if sc.grading():
     print("training demo skipped while grading")
 else:
-    from transformers import LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM
+    from transformers import MambaConfig, MambaForCausalLM
+
+    from sparkcourse.models import random_llama
 
     steps = profile.pick(120, 1500)
     torch.manual_seed(0)
     tiny_models = {
         "Mamba (2 layers, d=32, n=8)": MambaForCausalLM(MambaConfig(
             vocab_size=10, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4)),
-        "Transformer (2 layers, d=32, 4 heads)": LlamaForCausalLM(LlamaConfig(
-            vocab_size=10, hidden_size=32, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, max_position_embeddings=64)),
+        "Transformer (2 layers, d=32, 4 heads)": random_llama(
+            None, vocab_size=10, hidden_size=32, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=False),
     }
     print(f"{'model':40s} {'parameters':>10s} {'accuracy':>9s} {'seconds':>8s}   ({steps} steps, chance 1/8)")
     for name, m in tiny_models.items():
@@ -674,15 +676,13 @@ llama70b = CONFIGS["meta-llama/Meta-Llama-3-70B"]
 check_number(kv_cache_bytes(llama70b, 1000) / MB, 327.68, rtol=1e-9,
              name="Llama-3-70B KV cache for 1000 tokens at FP16, in MB")
 ### BEGIN HIDDEN TESTS
-from transformers import LlamaConfig, LlamaModel
-
+from sparkcourse.models import random_llama
 from sparkcourse.reference import w06_mamba as ref
 
 for over, batch, L in (({}, 3, 11), ({"head_dim": 6, "num_key_value_heads": 1}, 2, 7)):
     lcfg = dict(vocab_size=31, hidden_size=24, intermediate_size=20, num_hidden_layers=3, num_attention_heads=6,
                 num_key_value_heads=2) | over
-    torch.manual_seed(0)
-    lm = LlamaModel(LlamaConfig(**lcfg)).eval()
+    lm = random_llama(0, base_model=True, **lcfg)
     with torch.no_grad():
         kv = lm(torch.randint(0, 31, (batch, L)), use_cache=True).past_key_values
     held = cache_bytes([t for layer in kv.layers for t in (layer.keys, layer.values)])
@@ -722,16 +722,18 @@ def measure_decode(model, kind, context, new_tokens=8, vocab=31):
         return held, (time.perf_counter() - t0) / new_tokens
 
 
-from transformers import LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM
+from transformers import MambaConfig, MambaForCausalLM
+
+from sparkcourse.models import random_llama
 
 torch.manual_seed(0)
 width, layers = profile.pick((64, 4), (1024, 8))
 decoders = {
     "mamba": MambaForCausalLM(MambaConfig(vocab_size=31, hidden_size=width, state_size=16, num_hidden_layers=layers,
                                           expand=2, conv_kernel=4)).eval(),
-    "llama": LlamaForCausalLM(LlamaConfig(vocab_size=31, hidden_size=width, intermediate_size=3 * width,
-                                          num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=8,
-                                          max_position_embeddings=1 << 16)).eval(),
+    "llama": random_llama(None, vocab_size=31, hidden_size=width, intermediate_size=3 * width,
+                          num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=8,
+                          max_position_embeddings=1 << 16, tie_word_embeddings=False),
 }
 contexts = [16, 64, 256] if sc.grading() else profile.pick([16, 64, 256, 1024, 2048], [256, 1024, 4096, 16384])
 results = {k: [measure_decode(m, k, c) for c in contexts] for k, m in decoders.items()}
@@ -813,9 +815,9 @@ except NotImplementedError:
 
 # %%
 if profile.is_spark:
-    llama_big = LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
-                                             num_hidden_layers=16, num_attention_heads=16,
-                                             num_key_value_heads=4)).to("cuda", torch.bfloat16).eval()
+    llama_big = random_llama(None, vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+                             num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=4,
+                             max_position_embeddings=2048, tie_word_embeddings=False).to("cuda", torch.bfloat16)
     for ctx in (1024, 8192, 32768):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()

@@ -28,12 +28,7 @@ def _course(tmp: Path, week: str) -> Path:
     from sparkcourse.grader import course
 
     root = tmp / "course"
-    root.mkdir()
-    for name in ("nbgrader_config.py", "source", "sample_class"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
-    assert all(r.ok for r in course.build(root, [week])), "build failed"
-    course.make_sample_class(root, [week])
+    assert all(r.ok for r in course.copy_course(ROOT, root, [week])), "build failed"
     return root
 
 

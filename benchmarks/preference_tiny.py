@@ -5,7 +5,8 @@
 (a) memory per component and step time of a DPO step (frozen reference) and a reference-free step
 (SimPO/ORPO) on a small random Llama (``sparkcourse.labs.w04_preference.measure_step``);
 (b) DPOTrainer, CPOTrainer (SimPO), ORPOTrainer and KTOTrainer on the course's sum preference pairs, per seed,
-scored by reward accuracy and exact match on the 100 held-out pairs (``preference_lab.run_method``).
+scored by reward accuracy and exact match on the 100 held-out pairs (``sparkcourse.labs.w04_preference.run_method``,
+scoring with the reference ``sequence_logps``, ``dpo_loss`` and ``simpo_loss``).
 Writes a markdown report and a PNG next to it (same name, ``.png``).
 """
 
@@ -21,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from sparkcourse.reference import w04_preference as ref  # the lab scores with week 04's answers
+from sparkcourse.stats import mean_sd
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -120,9 +124,9 @@ def markdown(report: dict[str, Any]) -> str:
             "|---|" + "---|" * (len(seeds) + 3),
         ]
         for method, per_seed in table.items():
-            acc = pl.mean_sd([per_seed[sd]["reward acc"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
-            em = pl.mean_sd([per_seed[sd]["exact match"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
-            ts = pl.mean_sd([per_seed[sd]["train s"] for sd in seeds])[0]
+            acc = mean_sd([per_seed[sd]["reward acc"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
+            em = mean_sd([per_seed[sd]["exact match"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
+            ts = mean_sd([per_seed[sd]["train s"] for sd in seeds])[0]
             cells = " | ".join(
                 f"{per_seed[sd]['reward acc']:.2f} / {per_seed[sd]['exact match']:.2f}" for sd in seeds
             )
@@ -167,7 +171,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         table, seeds = report["training"][wording], report["seeds by wording"][wording]
         xs = range(len(table))
         for off, key, label in ((-0.2, "reward acc", "reward accuracy"), (0.2, "exact match", "exact match")):
-            stats = [pl.mean_sd([r[sd][key] for sd in seeds]) for r in table.values()]
+            stats = [mean_sd([r[sd][key] for sd in seeds]) for r in table.values()]
             ax.bar(
                 [x + off for x in xs],
                 [m for m, _ in stats],
@@ -209,12 +213,13 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "python": platform.python_version(),
     }
     mem_kw = dict(hidden=192, layers=3, batch=4, length=48)
-    memory = pl.compare_memory(steps=args.memory_steps, **mem_kw)
+    answers = dict(logps=ref.sequence_logps, dpo_loss=ref.dpo_loss, simpo_loss=ref.simpo_loss)
+    memory = pl.compare_memory(steps=args.memory_steps, **answers, **mem_kw)
     print(pl.format_memory(memory), flush=True)
     step_ratios = [pl.memory_summary(memory)["step ratio"]]
     for _ in range(args.timing_repeats - 1):  # time again: one pair of medians is noisy on a shared machine
         step_ratios.append(
-            pl.memory_summary(pl.compare_memory(steps=args.memory_steps, **mem_kw))["step ratio"]
+            pl.memory_summary(pl.compare_memory(steps=args.memory_steps, **answers, **mem_kw))["step ratio"]
         )
     print("step-time ratios:", " ".join(f"{r:.2f}" for r in step_ratios), flush=True)
     training: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
@@ -224,7 +229,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         train = pl.load_pairs("train", wording, chat=True, n=args.train_rows)
         test = pl.load_pairs("test", wording, n=args.test_rows)
         n_train, n_test = len(train), len(test)
-        base = pl.base_row(test)
+        base = pl.base_row(test, logps=ref.sequence_logps)
         table: dict[str, dict[int, dict[str, float]]] = {
             "base (no training)": {sd: base for sd in seeds_by[wording]}
         }
@@ -239,6 +244,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                     seed=seed,
                     learning_rate=args.lr.get(method),
                     beta=args.beta.get(method),
+                    logps=ref.sequence_logps,
                     per_device_train_batch_size=args.batch,
                 )
                 table[method][seed] = r
@@ -264,6 +270,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 seed=args.seeds[0],
                 learning_rate=float(lr),
                 beta=b,
+                logps=ref.sequence_logps,
                 per_device_train_batch_size=args.batch,
             )
             sweep.append({"method": method, "lr": float(lr), "beta": b, "steps": steps, **r})

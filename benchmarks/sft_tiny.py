@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from sparkcourse.gpu import cpu_model, load_average  # noqa: E402
 from sparkcourse.labs import w03_peft as sft_lab  # noqa: E402
+from sparkcourse.stats import mean_sd  # noqa: E402
 
 
 def versions() -> str:
@@ -56,8 +57,8 @@ def markdown(runs: list[dict[str, dict[str, Any]]], seeds: list[int], info: dict
     methods = [name for name in runs[0] if name != sft_lab.BASE]
     base_em = runs[0][sft_lab.BASE]["em"] if sft_lab.BASE in runs[0] else float("nan")
     ref = "lora" if "lora" in methods else methods[0]
-    ref_em = sft_lab.mean_sd([r[ref]["em"] for r in runs])[0]
-    ref_cpu = sft_lab.mean_sd([r[ref]["cpu_seconds"] for r in runs])[0]
+    ref_em = mean_sd([r[ref]["em"] for r in runs])[0]
+    ref_cpu = mean_sd([r[ref]["cpu_seconds"] for r in runs])[0]
     seed_cols = " | ".join(f"EM seed {s}" for s in seeds)
     lines = [
         "# SFT of the tiny course Llama on CPU: full, LoRA, DoRA, LoRA+NEFTune (week 03, section 5)",
@@ -91,10 +92,10 @@ def markdown(runs: list[dict[str, dict[str, Any]]], seeds: list[int], info: dict
     ]
     for name in methods:
         ems = [r[name]["em"] for r in runs]
-        mean, sd = sft_lab.mean_sd(ems)
-        loss = sft_lab.mean_sd([r[name]["losses"][-1][1] for r in runs if r[name]["losses"]])[0]
-        secs = sft_lab.mean_sd([r[name]["seconds"] for r in runs])[0]
-        cpu = sft_lab.mean_sd([r[name]["cpu_seconds"] for r in runs])[0]
+        mean, sd = mean_sd(ems)
+        loss = mean_sd([r[name]["losses"][-1][1] for r in runs if r[name]["losses"]])[0]
+        secs = mean_sd([r[name]["seconds"] for r in runs])[0]
+        cpu = mean_sd([r[name]["cpu_seconds"] for r in runs])[0]
         trainable = runs[0][name]["trainable"]
         per_seed = " | ".join(f"{e:.3f}" for e in ems)
         lines.append(
@@ -115,7 +116,7 @@ def markdown(runs: list[dict[str, dict[str, Any]]], seeds: list[int], info: dict
     for name in ([sft_lab.BASE] if sft_lab.BASE in runs[0] else []) + methods:
         cells = []
         for t in tasks:
-            mean, sd = sft_lab.mean_sd([r[name]["em_by_task"][t] for r in runs if name in r])
+            mean, sd = mean_sd([r[name]["em_by_task"][t] for r in runs if name in r])
             cells.append(f"{mean:.3f} ± {sd:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [

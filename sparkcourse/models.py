@@ -1,9 +1,11 @@
-"""Causal LMs that exist offline (a tiny chat Llama shipped as package data); hub model ids on a Spark."""
+"""Causal LMs that exist offline (a tiny chat Llama shipped as package data, small random Llamas); hub model ids
+on a Spark."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -11,11 +13,30 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from sparkcourse.profile import current
 
 TINY_LM_PATH = Path(__file__).resolve().parent / "data" / "tiny_lm"
+# random_llama's defaults: a few hundred thousand parameters, 4 query heads sharing 2 key/value heads (GQA)
+RANDOM_LLAMA = dict(vocab_size=256, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True)
 
 
 def load_tiny_lm(dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The course's tiny chat Llama and its tokenizer, from package data (no network), in eval mode."""
     return _load(TINY_LM_PATH, local_files_only=True, dtype=dtype)
+
+
+def random_llama(seed: int | None = 0, *, base_model: bool = False, **config: Any) -> PreTrainedModel:
+    """A small Llama with random weights, made offline (no download, no tokenizer), float32, in eval mode.
+
+    ``config``: ``LlamaConfig`` fields over :data:`RANDOM_LLAMA`; ``intermediate_size`` defaults to
+    ``2 * hidden_size + 8``. ``seed`` seeds torch's global generator first (None: the generator as it is), so
+    one seed gives the same weights. ``base_model``: the decoder without its LM head (``LlamaModel``).
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
+
+    fields = RANDOM_LLAMA | config
+    fields.setdefault("intermediate_size", 2 * fields["hidden_size"] + 8)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return (LlamaModel if base_model else LlamaForCausalLM)(LlamaConfig(**fields)).eval()
 
 
 def load_lm(

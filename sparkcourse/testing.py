@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -63,21 +63,6 @@ def check_property(condition: bool, message: str) -> None:
     """A named property holds; ``message`` says which one failed."""
     if not condition:
         raise CheckFailed(message)
-
-
-def check_all(cases: Iterable, fn: Callable, expected: Callable, rtol: float = 1e-6, name: str = "f") -> None:
-    """``fn(*case)`` matches ``expected(*case)`` for each case; the message names the failing inputs."""
-    for case in cases:
-        args = case if isinstance(case, tuple) else (case,)
-        want = expected(*args)
-        try:
-            check_close(fn(*args), want, rtol=rtol, name=f"{name}{args!r}")
-        except CheckFailed:
-            raise
-        except NotImplementedError:
-            raise
-        except Exception as exc:  # a crash on one case is reported with the case
-            raise CheckFailed(f"{name}{args!r} raised {type(exc).__name__}: {exc}") from exc
 
 
 def calls_into(fn: Callable, module_name: str) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from sparkcourse.grader import course
 ROOT = Path(__file__).resolve().parents[1]
 WEEKS = weeks.ready(weeks.registry_for(ROOT))
 ASSIGNMENTS = [w.id for w in WEEKS]
-COURSE_FILES = ("nbgrader_config.py", "source", "sample_class", "authoring")
 
 
 def pytest_addoption(parser):
@@ -65,15 +63,8 @@ def graded_course(tmp_path_factory) -> GradedCourse:
     """The one class run: build the release in a copy of the course, write the sample class, grade it (the
     pre-flight grades every source notebook too), feedback and report. Every grading test reads this run."""
     root = tmp_path_factory.mktemp("course")
-    for name in COURSE_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name)
-        elif src.exists():
-            shutil.copy2(src, root / name)
-    build = course.build(root)
+    build = course.copy_course(ROOT, root)
     assert all(r.ok for r in build), [r.message for r in build if not r.ok]
-    course.make_sample_class(root)
     grade = course.grade(root, progress=False)
     fb = course.feedback(root)
     table = course.report(root, show=False)

@@ -14,6 +14,7 @@ import math  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -22,13 +23,13 @@ from numba.cuda.simulator import kernel as sim_kernel  # noqa: E402
 from numba.cuda.simulator import kernelapi as sim_api  # noqa: E402
 
 from sparkcourse.memtrace import Race, TraceReport, trace  # noqa: E402
+from sparkcourse.reference import w01_cuda_numba as w01  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TILE = 32  # tiled transposes: TILE x TILE tiles, blocks of TILE x ROWS threads
-ROWS = 8
+TILE, ROWS = w01.TILE, w01.ROWS  # tiled transposes: TILE x TILE tiles, blocks of TILE x ROWS threads
 SMALL = 16  # 16 x 16 tiles with 16 x 16 blocks
 NBINS = 8
-RED = 64  # threads per block of the reductions
+RED = 64  # threads per block of the reductions (as week 01's reference block_sum)
 
 
 # Kernels (one cuda.shared.array per line: the simulator keys allocations by source line)
@@ -70,84 +71,33 @@ def upper_half_copy(a, out):
         out[ty * 8 + tx] = a[ty * 8 + tx]
 
 
-@cuda.jit
-def naive_transpose(a, out):
-    x, y = cuda.grid(2)
-    if y < a.shape[0] and x < a.shape[1]:
-        out[x, y] = a[y, x]
+def _variant(kernel, **constants):
+    """A simulator kernel compiled again with some of its module's constants replaced (a planted mistake)."""
+    fn = kernel.fn
+    return cuda.jit(types.FunctionType(fn.__code__, {**fn.__globals__, **constants}, fn.__name__))
 
 
-@cuda.jit
-def tiled_transpose(a, out):
-    tile = cuda.shared.array((TILE, TILE + 1), np.float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    x = cuda.blockIdx.x * TILE + tx
-    y = cuda.blockIdx.y * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < a.shape[1] and y + j < a.shape[0]:
-            tile[ty + j, tx] = a[y + j, x]
-    cuda.syncthreads()
-    x = cuda.blockIdx.y * TILE + tx
-    y = cuda.blockIdx.x * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < out.shape[1] and y + j < out.shape[0]:
-            out[y + j, x] = tile[tx, ty + j]
+def _small_tile_transpose(tile_shape):
+    """A SMALL x SMALL transpose, one element per thread, through a shared tile of ``tile_shape``."""
 
-
-@cuda.jit
-def tiled_transpose_unpadded(a, out):
-    tile = cuda.shared.array((TILE, TILE), np.float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    x = cuda.blockIdx.x * TILE + tx
-    y = cuda.blockIdx.y * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < a.shape[1] and y + j < a.shape[0]:
-            tile[ty + j, tx] = a[y + j, x]
-    cuda.syncthreads()
-    x = cuda.blockIdx.y * TILE + tx
-    y = cuda.blockIdx.x * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < out.shape[1] and y + j < out.shape[0]:
-            out[y + j, x] = tile[tx, ty + j]
-
-
-@cuda.jit
-def small_tile_transpose(a, out):
-    tile = cuda.shared.array((SMALL, SMALL + 1), np.float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tile[ty, tx] = a[cuda.blockIdx.y * SMALL + ty, cuda.blockIdx.x * SMALL + tx]
-    cuda.syncthreads()
-    out[cuda.blockIdx.x * SMALL + ty, cuda.blockIdx.y * SMALL + tx] = tile[tx, ty]
-
-
-@cuda.jit
-def small_tile_transpose_unpadded(a, out):
-    tile = cuda.shared.array((SMALL, SMALL), np.float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tile[ty, tx] = a[cuda.blockIdx.y * SMALL + ty, cuda.blockIdx.x * SMALL + tx]
-    cuda.syncthreads()
-    out[cuda.blockIdx.x * SMALL + ty, cuda.blockIdx.y * SMALL + tx] = tile[tx, ty]
-
-
-@cuda.jit
-def block_sum(a, out):
-    s = cuda.shared.array(RED, np.float32)
-    t = cuda.threadIdx.x
-    i = cuda.grid(1)
-    s[t] = a[i] if i < a.size else 0.0
-    cuda.syncthreads()
-    stride = RED // 2
-    while stride > 0:
-        if t < stride:
-            s[t] += s[t + stride]
+    @cuda.jit
+    def kernel(a, out):
+        tile = cuda.shared.array(tile_shape, np.float32)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tile[ty, tx] = a[cuda.blockIdx.y * SMALL + ty, cuda.blockIdx.x * SMALL + tx]
         cuda.syncthreads()
-        stride //= 2
-    if t == 0:
-        out[cuda.blockIdx.x] = s[0]
+        out[cuda.blockIdx.x * SMALL + ty, cuda.blockIdx.y * SMALL + tx] = tile[tx, ty]
+
+    return kernel
+
+
+naive_transpose = w01.transpose_naive  # week 01's: coalesced reads, strided writes
+tiled_transpose = w01.transpose_tiled  # week 01's: a TILE x (TILE + 1) tile
+tiled_transpose_unpadded = _variant(w01.transpose_tiled, TILE_PAD=w01.TILE)
+small_tile_transpose = _small_tile_transpose((SMALL, SMALL + 1))
+small_tile_transpose_unpadded = _small_tile_transpose((SMALL, SMALL))
+block_sum = w01.block_sum  # the course's correct tree reduction (blocks of w01.RBLOCK == RED threads)
 
 
 @cuda.jit
@@ -188,33 +138,29 @@ def block_sum_dynamic(a, out):
         out[cuda.blockIdx.x] = s[0]
 
 
-@cuda.jit
-def histogram(data, bins):
-    h = cuda.shared.array(NBINS, np.int32)
-    t = cuda.threadIdx.x
-    if t < NBINS:
-        h[t] = 0
-    cuda.syncthreads()
-    i = cuda.grid(1)
-    if i < data.size:
-        cuda.atomic.add(h, data[i], 1)
-    cuda.syncthreads()
-    if t < NBINS:
-        cuda.atomic.add(bins, t, h[t])
+def _histogram(sync_before_merge):
+    """Per-block NBINS counts in shared memory, merged into ``bins``; without the barrier before the merge (the
+    planted bug) a thread reads its bin while others may still be adding to it."""
+
+    @cuda.jit
+    def kernel(data, bins):
+        h = cuda.shared.array(NBINS, np.int32)
+        t = cuda.threadIdx.x
+        if t < NBINS:
+            h[t] = 0
+        cuda.syncthreads()
+        i = cuda.grid(1)
+        if i < data.size:
+            cuda.atomic.add(h, data[i], 1)
+        if sync_before_merge:
+            cuda.syncthreads()
+        if t < NBINS:
+            cuda.atomic.add(bins, t, h[t])
+
+    return kernel
 
 
-@cuda.jit
-def histogram_missing_sync(data, bins):
-    h = cuda.shared.array(NBINS, np.int32)
-    t = cuda.threadIdx.x
-    if t < NBINS:
-        h[t] = 0
-    cuda.syncthreads()
-    i = cuda.grid(1)
-    if i < data.size:
-        cuda.atomic.add(h, data[i], 1)
-    if t < NBINS:  # planted bug: reads the bins while other threads may still be adding
-        cuda.atomic.add(bins, t, h[t])
+histogram, histogram_missing_sync = _histogram(True), _histogram(False)
 
 
 # An independent model of the expected numbers

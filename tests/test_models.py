@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
+import runpy
 import shutil
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -31,15 +32,7 @@ HELD_OUT_CEILING = 0.3
 FT_STEPS, FT_GAIN = 100, 0.3
 
 
-def _load_tool():
-    """The build script as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_tiny_lm", ROOT / "tools" / "make_tiny_lm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = SimpleNamespace(**runpy.run_path(str(ROOT / "tools" / "make_tiny_lm.py")))  # tools/ is not a package
 
 
 @pytest.fixture
@@ -317,3 +310,12 @@ def test_sft_trainer_runs_two_steps_on_cpu(tmp_path):
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
     after = dict(trainer.model.named_parameters())
     assert any(not torch.equal(before[n], after[n]) for n in before), "LoRA weights did not move"
+
+
+def test_random_llama_is_seeded_and_takes_config_fields():
+    a, b = models.random_llama(3), models.random_llama(3)
+    assert isinstance(a, LlamaForCausalLM) and not a.training
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert a.config.intermediate_size == 2 * a.config.hidden_size + 8 and a.config.tie_word_embeddings
+    base = models.random_llama(None, base_model=True, num_hidden_layers=1, vocab_size=31)
+    assert type(base).__name__ == "LlamaModel" and len(base.layers) == 1 and base.config.vocab_size == 31

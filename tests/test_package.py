@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,12 @@ def test_warnings_go_to_stdout_while_grading():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert "a library deprecation" in out.stdout and "a library deprecation" not in out.stderr
+
+
+def test_mean_sd_and_its_nan_rule():
+    from sparkcourse.stats import mean_sd
+
+    mean, sd = mean_sd([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7) and sd == pytest.approx(0.2)
+    assert mean_sd([0.4]) == (0.4, 0.0)
+    assert all(math.isnan(x) for x in mean_sd([]) + mean_sd([0.5, float("nan")]))

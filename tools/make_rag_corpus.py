@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sparkcourse import embeddings  # noqa: E402
 from sparkcourse.grader.authoring import parse  # noqa: E402
 from sparkcourse.labs import w05_rag as rc  # noqa: E402
 
@@ -59,7 +61,7 @@ def build_corpus(root: Path) -> list[dict]:
     passages = []
     for source, text in source_texts(root).items():
         for p in rc.extract_passages(text, source):
-            passages.append({**p, "source_sha": rc.sha(text)})
+            passages.append({**p, "source_sha": embeddings.text_sha(text)})
     return passages
 
 
@@ -94,14 +96,15 @@ def main() -> None:
     if args.embed:
         import numpy as np
 
-        old = dict(np.load(rc.CACHE_FILE)) if rc.CACHE_FILE.exists() else {}
-        model = rc.load_encoder(args.model, args.device)
+        out = Path(args.out) if args.out else rc.CACHE_FILE
+        if args.out and rc.CACHE_FILE.exists():
+            shutil.copy2(rc.CACHE_FILE, out)  # the sets not re-embedded stay as shipped
+        model = embeddings.load_encoder(args.model, args.device)
         for name, texts in rc.embedding_sets(passages, questions).items():
             if name in args.embed.split(","):
-                old[name] = rc.embed(texts, model).astype(np.float16)
-                old[f"{name}__hash"] = np.array(rc.texts_hash(texts))
-                print(name, old[name].shape)
-        np.savez_compressed(args.out or rc.CACHE_FILE, **old)
+                vecs = embeddings.embed(texts, model).astype(np.float16)
+                embeddings.save_cached(out, name, texts, vecs)
+                print(name, vecs.shape)
 
 if __name__ == "__main__":
     main()

@@ -8,8 +8,8 @@ Run from the repository root:
 Writes:
 - ``prompts.jsonl``: >= 300 labelled prompts, ``label`` one of ``safe`` or Llama Guard 3's S1..S14; every
   sensitive topic is a marked ``[placeholder: ...]`` (nothing harmful is written out); ``split`` train/test.
-- ``prompt_embeddings.npy`` + ``prompt_embeddings.sha256``: all-MiniLM-L6-v2 embeddings of the prompts, with
-  the SHA-256 of the texts they were computed from (the loader recomputes if the texts change).
+- ``prompt_embeddings.npz``: all-MiniLM-L6-v2 embeddings of the prompts (float32), keyed by the hash of the
+  texts they were computed from (``sparkcourse.embeddings``: the loader recomputes if the texts change).
 - ``truthfulqa_mc.jsonl``: TruthfulQA-style MC1/MC2 items with a fixed table of answer log-probabilities
   (simulated, not from a real model: the course ships no large LM).
 - ``bbq.jsonl``: BBQ-style rows (ambiguous / disambiguated contexts, negative / non-negative questions) with
@@ -20,7 +20,6 @@ Writes:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -187,10 +186,6 @@ BBQ_SCENARIOS = [
 UNKNOWN = "Cannot be determined"
 
 
-def _sha_texts(texts: list[str]) -> str:
-    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
-
-
 def make_prompts(rng: random.Random) -> list[dict]:
     """Labelled prompts with a stratified 70/30 split."""
     rows = []
@@ -322,12 +317,11 @@ def main() -> None:
         w.writerows(credit)
     print(f"prompts {len(prompts)}, truthfulqa {len(TRUTHFULQA)}, credit {len(credit)} -> {OUT}")
     if not args.no_embed:
-        from sparkcourse.labs.w07_safety import embed_texts
+        from sparkcourse import embeddings
 
         texts = [r["text"] for r in prompts]
-        emb = embed_texts(texts)
-        np.save(OUT / "prompt_embeddings.npy", emb.astype(np.float32))
-        (OUT / "prompt_embeddings.sha256").write_text(_sha_texts(texts) + "\n")
+        emb = embeddings.embed(texts)
+        embeddings.save_cached(OUT / "prompt_embeddings.npz", "prompts", texts, emb.astype(np.float32))
         print(f"embeddings {emb.shape}")
 
 

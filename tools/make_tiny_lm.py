@@ -249,22 +249,21 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def build_model(tokenizer, hidden: int, layers: int, intermediate: int):
     """A tiny ``LlamaForCausalLM``: 4 query heads sharing 2 key/value heads (GQA), tied embeddings."""
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig
 
-    config = LlamaConfig(
+    from sparkcourse.models import random_llama
+
+    model = random_llama(
+        None,  # the caller seeded torch
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=256,
-        tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -575,3 +575,32 @@ def make_sample_class(root: Path, only: list[str] | None = None) -> list[tuple[s
                 nbformat.write(nb, target)
             made.append((a, student))
     return made
+
+
+# ---- a working copy of the course (benchmarks, tests) ----------------------------------------------------
+
+COPIED_FILES = ("nbgrader_config.py", "authoring", "source", "sample_class")
+
+
+def copy_course(src_root: Path, dst_root: Path, weeks: list[str] | None = None) -> list[StepResult]:
+    """Copy the course at ``src_root`` into ``dst_root``, build the release and write the sample class.
+
+    Copies ``nbgrader_config.py``, ``authoring/``, ``source/`` and ``sample_class/`` (with ``weeks``: only those
+    weeks' folders of ``source/`` and ``sample_class/``). Returns the build results; the sample class is written
+    only if every build succeeded.
+    """
+    dst_root.mkdir(parents=True, exist_ok=True)
+    for name in COPIED_FILES:
+        src = src_root / name
+        if src.is_file():
+            shutil.copy2(src, dst_root / name)
+        elif src.is_dir() and (weeks is None or name not in ("source", "sample_class")):
+            shutil.copytree(src, dst_root / name)
+        elif src.is_dir():
+            for week in weeks:
+                if (src / week).is_dir():
+                    shutil.copytree(src / week, dst_root / name / week)
+    results = build(dst_root, weeks)
+    if all(r.ok for r in results):
+        make_sample_class(dst_root, weeks)
+    return results

@@ -3,7 +3,7 @@
 The model is ``sparkcourse.models.load_tiny_lm()``; the training rows are the instruction tasks it was not
 pre-trained on (``datasets_course.HELD_OUT_TASKS``), and the metric is the exact match of the greedy answer on
 a fixed sample of their test rows. ``run_sft_experiment`` is what the notebook (section 5) and
-``benchmarks/sft_tiny.py`` call; ``sft_run`` is one ``SFTTrainer`` run, also used with an 8B model on a Spark.
+``benchmarks/sft_tiny.py`` call; ``sft_train`` is one ``SFTTrainer`` run, also used with an 8B model on a Spark.
 """
 
 from __future__ import annotations
@@ -80,32 +80,6 @@ class SFTResult:
     cpu_seconds: float
 
 
-def sft_run(
-    name: str,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train: datasets.Dataset,
-    steps: int,
-    lr: float,
-    lora_kwargs: Mapping[str, Any] | None = None,
-    neftune: float | None = None,
-    seed: int = 0,
-    out: str | None = None,
-    print_logs: bool = False,
-    **overrides: Any,
-) -> tuple[PreTrainedModel, list[tuple[int, float]], float]:
-    """One SFTTrainer run; returns (trained model, [(step, loss)], wall-clock seconds of ``train()``).
-
-    ``lora_kwargs`` None is full fine-tuning (the model is trained in place); otherwise they go to PEFT's
-    ``LoraConfig`` on all linear layers. ``overrides`` go to ``SFTConfig``; ``print_logs`` keeps the
-    Trainer's printed log lines (off: the losses are still returned).
-    """
-    r = sft_train(
-        name, model, tokenizer, train, steps, lr, lora_kwargs, neftune, seed, out, print_logs, **overrides
-    )
-    return r.model, r.losses, r.seconds
-
-
 def sft_train(
     name: str,
     model: PreTrainedModel,
@@ -120,42 +94,18 @@ def sft_train(
     print_logs: bool = False,
     **overrides: Any,
 ) -> SFTResult:
-    """``sft_run`` returning an ``SFTResult``, with the process CPU time of ``train()`` as well.
+    """One SFTTrainer run: the trained model, [(step, loss)], wall-clock and CPU seconds of ``train()``.
 
-    On a shared machine the CPU seconds are the steadier cost measure: wall-clock time also counts the time
-    the process waited for a core.
+    ``lora_kwargs`` None is full fine-tuning (the model is trained in place); otherwise they go to PEFT's
+    ``LoraConfig`` on all linear layers. ``overrides`` go to ``SFTConfig``; ``print_logs`` keeps the
+    Trainer's printed log lines (off: the losses are still returned). On a shared machine the CPU seconds are
+    the steadier cost measure: wall-clock time also counts the time the process waited for a core.
     """
     import peft
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    gpu = torch.cuda.is_available()
-    out = out or tempfile.mkdtemp(prefix="sft-03-")
-    settings = (
-        dict(
-            per_device_train_batch_size=BATCH_SIZE,
-            max_length=MAX_LENGTH,
-            activation_checkpointing=False,
-            bf16=gpu and torch.cuda.is_bf16_supported(),
-            logging_steps=10,
-        )
-        | overrides
-    )
-    args = SFTConfig(
-        output_dir=f"{out}/{name}",
-        max_steps=steps,
-        learning_rate=lr,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
-        use_cpu=not gpu,
-        neftune_noise_alpha=neftune,
-        **settings,
-    )
+    args = sft_config(f"{out or tempfile.mkdtemp(prefix='sft-03-')}/{name}", steps, lr, neftune, seed, **overrides)
     peft_config = (
         None
         if lora_kwargs is None
@@ -173,6 +123,39 @@ def sft_train(
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     losses = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
     return SFTResult(trainer.model, losses, seconds, cpu_seconds)
+
+
+def sft_config(output_dir: str, steps: int, lr: float, neftune: float | None = None, seed: int = 0,
+               **overrides: Any) -> Any:
+    """The ``SFTConfig`` of every run: constant learning rate, no saving or reporting, bf16 on a GPU that has it.
+
+    ``overrides``: other ``SFTConfig`` fields, or new values for the batch size, ``max_length``, activation
+    checkpointing, bf16 and ``logging_steps``."""
+    from trl import SFTConfig
+
+    gpu = torch.cuda.is_available()
+    settings = dict(
+        per_device_train_batch_size=BATCH_SIZE,
+        max_length=MAX_LENGTH,
+        activation_checkpointing=False,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        logging_steps=10,
+    )
+    return SFTConfig(
+        output_dir=output_dir,
+        max_steps=steps,
+        learning_rate=lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not gpu,
+        neftune_noise_alpha=neftune,
+        **(settings | overrides),
+    )
 
 
 def score(
@@ -317,10 +300,3 @@ def mean_padded_length(
         for r in rows
     ]
     return statistics.fmean(max(lens[i : i + batch_size]) for i in range(0, len(lens), batch_size))
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value, nan for none)."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0

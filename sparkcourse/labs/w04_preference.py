@@ -9,13 +9,14 @@ Two measurements, shared by the notebook (section 7) and ``benchmarks/preference
   ``ORPOTrainer`` or ``KTOTrainer`` on verifiable preference pairs (right vs wrong sums) and measures reward
   accuracy and exact match on held-out pairs.
 
-The sequence log-probability used here is a private helper, so that the module works without
-``sparkcourse.reference`` (students do not get it); the notebook passes its own ``sequence_logps`` instead.
+Every function that scores sequences takes the sequence log-probability as ``logps`` (the signature of week 04's
+Exercise 1, ``sequence_logps(logits, input_ids, completion_mask, average=False)``), and the memory measurement
+takes the losses of Exercises 2 and 3 (``dpo_loss``, ``simpo_loss``): the notebook passes the student's functions,
+the tests and the benchmark ``sparkcourse.reference.w04_preference``'s. The lab holds no answer of its own.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import statistics
@@ -25,9 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 LogpsFn = Callable[..., torch.Tensor]
+LossFn = Callable[..., tuple]  # week 04's dpo_loss / simpo_loss: (loss, ...) from (B, T) per-token log-probs
 
 METHODS = ("DPO", "SimPO", "ORPO", "KTO")
 REFERENCE_METHODS = ("DPO", "KTO")  # trainers that keep a frozen reference copy of the model
@@ -38,17 +39,6 @@ MEMORY_KEYS = ("policy weights", "gradients", "AdamW state", "reference weights"
 # learning rate.
 DEFAULT_LR = {"DPO": 5e-4, "SimPO": 5e-4, "ORPO": 5e-4, "KTO": 3e-4}
 DEFAULT_BETA = {"DPO": 0.1, "SimPO": 2.0, "ORPO": 0.1, "KTO": 0.1}
-
-
-def _sequence_logps(
-    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor, average: bool = False
-) -> torch.Tensor:
-    """Summed (or mean) log-probability of the completion tokens of each row: position t scores token t+1."""
-    logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
-    mask = completion_mask[:, 1:].to(logp.dtype)
-    tok = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask
-    total = tok.sum(-1)
-    return total / mask.sum(-1) if average else total
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -69,21 +59,12 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
 
 
 def small_llama(hidden: int = 192, layers: int = 3, length: int = 48, vocab: int = 512, seed: int = 0):
-    """A small ``LlamaForCausalLM`` with random weights (fixed seed, float32, untied embeddings)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The measured model: a random ``LlamaForCausalLM`` (8 heads / 4 KV heads, untied embeddings), eval mode."""
+    from sparkcourse.models import random_llama
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=length,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(cfg)
+    return random_llama(seed, vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden,
+                        num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
+                        max_position_embeddings=length, tie_word_embeddings=False)
 
 
 def measure_step(
@@ -94,16 +75,20 @@ def measure_step(
     length: int = 48,
     steps: int = 3,
     seed: int = 0,
-    logps: LogpsFn | None = None,
+    *,
+    logps: LogpsFn,
+    dpo_loss: LossFn,
+    simpo_loss: LossFn,
 ) -> dict[str, float]:
     """Bytes per component and median step time (s) of a DPO step (``with_reference``) or a SimPO step.
 
     Policy forward and backward on ``batch`` chosen + ``batch`` rejected rows of ``length`` tokens (second
     half = completion), AdamW step; with a reference, one more forward pass under ``no_grad``. Activations
     are the bytes autograd saves for backward (parameters excluded), measured with saved-tensor hooks.
-    The first step (which allocates AdamW's state) is not timed; ``steps`` more are.
+    The first step (which allocates AdamW's state) is not timed; ``steps`` more are. ``logps`` scores the
+    sequences and ``dpo_loss`` (β 0.1) or ``simpo_loss`` (β 2, γ 0.5) is the loss, each given the sequence
+    log-probs as one-token rows (week 04's Exercises 1-3).
     """
-    logps = logps or _sequence_logps
     vocab = 512
     policy = small_llama(hidden, layers, length, vocab, seed).train()
     reference = (
@@ -112,40 +97,13 @@ def measure_step(
         else None
     )
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (2 * batch, length), generator=g)  # chosen rows, then rejected rows
-    mask = torch.zeros(2 * batch, length)
-    mask[:, length // 2 :] = 1
-    param_ptrs = {p.untyped_storage().data_ptr() for p in policy.parameters()}
-    saved: list[torch.Tensor] = []
+    ids, mask = _preference_batch(batch, length, vocab, seed)
     times: list[float] = []
-    act = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.untyped_storage().data_ptr() not in param_ptrs:
-            saved.append(t)
-        return t
-
     for step in range(steps + 1):
-        saved.clear()
         t0 = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            seq = logps(policy(ids).logits, ids, mask, average=not with_reference)
-        act = tensor_bytes(saved)
-        chosen, rejected = seq.chunk(2)
-        if reference is not None:
-            with torch.no_grad():
-                ref = logps(reference(ids).logits, ids, mask)
-            margin = (chosen - ref[:batch]) - (rejected - ref[batch:])
-            loss = -F.logsigmoid(0.1 * margin).mean()
-        else:
-            loss = -F.logsigmoid(2.0 * (chosen - rejected) - 0.5).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=False)
+        act = _train_step(policy, reference, opt, ids, mask, logps, dpo_loss, simpo_loss)
         if step:
             times.append(time.perf_counter() - t0)
-    saved.clear()
     state = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0]
     return {
         "policy weights": tensor_bytes(policy.parameters()),
@@ -157,8 +115,45 @@ def measure_step(
     }
 
 
+def _preference_batch(batch: int, length: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids of ``batch`` chosen rows, then ``batch`` rejected rows; the mask marks the second halves."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (2 * batch, length), generator=g)
+    mask = torch.zeros(2 * batch, length)
+    mask[:, length // 2 :] = 1
+    return ids, mask
+
+
+def _train_step(policy: Any, reference: Any, opt: Any, ids: torch.Tensor, mask: torch.Tensor, logps: LogpsFn,
+                dpo_loss: LossFn, simpo_loss: LossFn) -> int:
+    """One AdamW step of DPO (with a reference) or SimPO; returns the bytes autograd saved for the backward."""
+    param_ptrs = {p.untyped_storage().data_ptr() for p in policy.parameters()}
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in param_ptrs:
+            saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        seq = logps(policy(ids).logits, ids, mask, average=reference is None)
+    chosen, rejected = seq[:, None].chunk(2)  # one "token" per row: its sequence log-prob
+    ones = torch.ones_like(chosen)
+    if reference is not None:
+        with torch.no_grad():
+            ref_chosen, ref_rejected = logps(reference(ids).logits, ids, mask)[:, None].chunk(2)
+        loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, ones, ones, beta=0.1)[0]
+    else:
+        loss = simpo_loss(chosen, rejected, ones, ones, beta=2.0, gamma=0.5)[0]
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    return tensor_bytes(saved)
+
+
 def compare_memory(**kw: Any) -> dict[str, dict[str, float]]:
-    """:func:`measure_step` with a reference (DPO) and without (SimPO/ORPO); ``kw`` go to both."""
+    """:func:`measure_step` with a reference (DPO) and without (SimPO/ORPO); ``kw`` (``logps``, ``dpo_loss``,
+    ``simpo_loss`` among them) go to both."""
     return {
         "DPO (reference)": measure_step(True, **kw),
         "SimPO/ORPO (no reference)": measure_step(False, **kw),
@@ -289,9 +284,8 @@ def to_kto(ds: Any, seed: int = 0) -> Any:
 
 
 @torch.no_grad()
-def preference_accuracy(model: Any, tokenizer: Any, ds: Any, logps: LogpsFn | None = None) -> float:
-    """Fraction of pairs whose chosen answer has the higher length-averaged log-prob under ``model``."""
-    logps = logps or _sequence_logps
+def preference_accuracy(model: Any, tokenizer: Any, ds: Any, *, logps: LogpsFn) -> float:
+    """Fraction of pairs whose chosen answer has the higher length-averaged log-prob (``logps``) under ``model``."""
     was_training = model.training
     model.eval()
     wins = 0
@@ -315,10 +309,10 @@ def chosen_exact_match(model: Any, tokenizer: Any, ds: Any, max_new_tokens: int 
     return sum(a == c.strip() for a, c in zip(answers, ds["chosen"], strict=True)) / len(ds)
 
 
-def evaluate(model: Any, tokenizer: Any, test: Any, logps: LogpsFn | None = None) -> dict[str, float]:
-    """Reward accuracy and exact match of ``model`` on plain-string preference rows."""
+def evaluate(model: Any, tokenizer: Any, test: Any, *, logps: LogpsFn) -> dict[str, float]:
+    """Reward accuracy (scored with ``logps``) and exact match of ``model`` on plain-string preference rows."""
     return {
-        "reward acc": preference_accuracy(model, tokenizer, test, logps),
+        "reward acc": preference_accuracy(model, tokenizer, test, logps=logps),
         "exact match": chosen_exact_match(model, tokenizer, test),
     }
 
@@ -378,7 +372,8 @@ def run_method(
     seed: int = 0,
     learning_rate: float | None = None,
     beta: float | None = None,
-    logps: LogpsFn | None = None,
+    *,
+    logps: LogpsFn,
     **kw: Any,
 ) -> dict[str, float]:
     """Train a fresh tiny course LM with ``name``'s TRL trainer; reward accuracy, exact match, train seconds.
@@ -396,17 +391,17 @@ def run_method(
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    result = evaluate(trainer.model, tokenizer, test, logps)
+    result = evaluate(trainer.model, tokenizer, test, logps=logps)
     result["train s"] = seconds
     return result
 
 
-def base_row(test: Any, logps: LogpsFn | None = None) -> dict[str, float]:
-    """The untrained tiny course LM's metrics (the table's first row)."""
+def base_row(test: Any, *, logps: LogpsFn) -> dict[str, float]:
+    """The untrained tiny course LM's metrics (the table's first row), scored with ``logps``."""
     from sparkcourse.models import load_tiny_lm
 
     model, tokenizer = load_tiny_lm()
-    result = evaluate(model, tokenizer, test, logps)
+    result = evaluate(model, tokenizer, test, logps=logps)
     result["train s"] = 0.0
     return result
 
@@ -417,11 +412,12 @@ def compare_methods(
     methods: Sequence[str] = METHODS,
     steps: int = 40,
     seed: int = 0,
-    logps: LogpsFn | None = None,
+    *,
+    logps: LogpsFn,
     **kw: Any,
 ) -> dict[str, dict[str, float]]:
-    """The table: the base model, then each method trained for ``steps`` steps with ``seed``."""
-    table = {"base (no training)": base_row(test, logps)}
+    """The table: the base model, then each method trained for ``steps`` steps with ``seed``, scored with ``logps``."""
+    table = {"base (no training)": base_row(test, logps=logps)}
     for method in methods:
         table[method] = run_method(method, train, test, steps=steps, seed=seed, logps=logps, **kw)
     return table
@@ -443,11 +439,3 @@ def plot_table(ax: Any, table: dict[str, dict[str, float]]) -> None:
     ax.set_xticks(list(xs), list(table), fontsize=8)
     ax.set_ylim(0, 1.2)
     ax.legend(fontsize=8, loc="upper center", ncol=2)
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value; NaN-free)."""
-    vals = [float(v) for v in values if not math.isnan(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)

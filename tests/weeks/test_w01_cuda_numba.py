@@ -12,15 +12,14 @@ except RuntimeError as exc:  # pragma: no cover - another module imported numba 
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from conftest import ROOT  # noqa: E402
 
 from sparkcourse.memtrace import trace  # noqa: E402
 from sparkcourse.reference import w01_cuda_numba as ref  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
 
 

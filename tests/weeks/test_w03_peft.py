@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparkcourse.models import random_llama
 from sparkcourse.reference import w03_peft as ref
 
 peft = pytest.importorskip("peft")
@@ -93,11 +94,9 @@ def test_fresh_lora_is_the_base():
 
 @pytest.mark.parametrize("dora", [False, True])
 def test_adapter_count_matches_peft(dora):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     cfg = dict(vocab_size=50, hidden_size=24, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
                num_key_value_heads=2, head_dim=6)
-    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    model = random_llama(None, **cfg)
     targets = ["q_proj", "v_proj", "o_proj", "down_proj"]
     pm = peft.get_peft_model(model, peft.LoraConfig(r=3, lora_alpha=6, target_modules=targets, use_dora=dora))
     assert ref.adapter_param_count(cfg, 3, targets, dora=dora) == pm.get_nb_trainable_parameters()[0]

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-from pathlib import Path
+import runpy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import ROOT  # noqa: E402
 
 from sparkcourse import datasets_course, models  # noqa: E402
 from sparkcourse.labs import w03_peft as sft_lab  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -82,22 +80,17 @@ def test_dora_adds_one_magnitude_per_output_row():
     assert dora - lora == sum(m.out_features for m in linear)
 
 
-def test_mean_losses_and_mean_sd():
+def test_mean_losses():
     runs = [{"a": {"losses": [(10, 2.0), (20, 1.0)]}}, {"a": {"losses": [(10, 4.0), (20, 3.0), (30, 1.0)]}}]
     assert sft_lab.mean_losses(runs, "a") == [(10, 3.0), (20, 2.0)]
     assert sft_lab.mean_losses(runs, "missing") == []
-    mean, sd = sft_lab.mean_sd([0.5, 0.7, 0.9])
-    assert mean == pytest.approx(0.7) and sd == pytest.approx(0.2)
-    assert sft_lab.mean_sd([0.4]) == (0.4, 0.0)
 
 
 def test_benchmark_writes_a_markdown_table(tmp_path, keep_threads):
-    spec = importlib.util.spec_from_file_location("sft_tiny", ROOT / "benchmarks" / "sft_tiny.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "sft_tiny.py"))
     out = tmp_path / "sft.md"
     args = "--steps 2 --seeds 0 --eval-rows 4 --train-rows 64 --logging-steps 1 --methods lora".split()
-    path = bench.main([*args, "--out", str(out)])
+    path = bench["main"]([*args, "--out", str(out)])
     assert path == out and out.with_suffix(".png").stat().st_size > 1000
     text = out.read_text()
     needed_strings = ("--steps 2", "vCPUs", "torch CPU threads: 1", "load average", "torch ", "transformers ")

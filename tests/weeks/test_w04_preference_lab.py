@@ -12,10 +12,14 @@ import torch
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from conftest import ROOT  # noqa: E402
+
 from sparkcourse.labs import w04_preference as pl  # noqa: E402
 from sparkcourse.models import TINY_LM_PATH  # noqa: E402
+from sparkcourse.reference import w04_preference as ref  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ANSWERS = dict(logps=ref.sequence_logps, dpo_loss=ref.dpo_loss, simpo_loss=ref.simpo_loss)
+
 BENCH = ROOT / "benchmarks" / "preference_tiny.py"
 needs_tiny_lm = pytest.mark.skipif(
     not (TINY_LM_PATH / "config.json").exists(), reason="tiny course LM missing"
@@ -52,25 +56,33 @@ def test_held_out_wording_rewrites_the_prompt_only():
         pl.load_pairs("test", "klingon")
 
 
-def test_private_logps_matches_the_course_reference():
-    from sparkcourse.reference import w04_preference as ref
+def test_the_lab_scores_with_the_functions_it_is_given():
+    """The lab holds no answer of week 04 (sequence_logps, dpo_loss, simpo_loss): the caller's do the work."""
+    calls = []
 
-    g = torch.Generator().manual_seed(3)
-    logits = torch.randn(3, 9, 11, generator=g, dtype=torch.float64)
-    ids = torch.randint(0, 11, (3, 9), generator=g)
-    mask = (torch.arange(9)[None] >= torch.tensor([2, 3, 4])[:, None]).long()
-    for avg in (False, True):
-        torch.testing.assert_close(
-            pl._sequence_logps(logits, ids, mask, average=avg),
-            ref.sequence_logps(logits, ids, mask, average=avg),
-        )
+    def spy(name):
+        def fn(*args, **kw):
+            calls.append(name)
+            return ANSWERS[name](*args, **kw)
+
+        return fn
+
+    spies = {name: spy(name) for name in ANSWERS}
+    small = dict(hidden=32, layers=1, batch=2, length=8, steps=0)
+    pl.measure_step(False, **small, **spies)
+    pl.measure_step(True, **small, **spies)
+    assert calls == ["logps", "simpo_loss", "logps", "logps", "dpo_loss"]
+    source = Path(pl.__file__).read_text()
+    assert "log_softmax" not in source and "logsigmoid" not in source
+    with pytest.raises(TypeError):
+        pl.measure_step(False, **small)  # the answers are required
 
 
 @needs_tiny_lm
 @pytest.mark.parametrize("method", ["DPO", "ORPO"])  # one with a reference model, one reference-free
 def test_run_method_returns_finite_fractions(pairs, method):
     train, test = pairs
-    r = pl.run_method(method, train, test, steps=2, per_device_train_batch_size=4)
+    r = pl.run_method(method, train, test, steps=2, logps=ref.sequence_logps, per_device_train_batch_size=4)
     for key in ("reward acc", "exact match"):
         assert 0.0 <= r[key] <= 1.0 and math.isfinite(r[key]), (key, r)
         assert r[key] * len(test) == pytest.approx(round(r[key] * len(test))), "a fraction of the 6 test rows"
@@ -78,7 +90,7 @@ def test_run_method_returns_finite_fractions(pairs, method):
 
 
 def test_measure_step_counts_the_reference_weights():
-    kw = dict(hidden=32, layers=1, batch=2, length=8, steps=1)
+    kw = dict(hidden=32, layers=1, batch=2, length=8, steps=1, **ANSWERS)
     with_ref, without = pl.measure_step(True, **kw), pl.measure_step(False, **kw)
     model = pl.small_llama(hidden=32, layers=1, length=8)
     independent = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import random
+import runpy
+from types import SimpleNamespace
 
 import faiss
 import numpy as np
 import pytest
 from conftest import ROOT
 
+from sparkcourse import embeddings
 from sparkcourse.labs import w05_rag as rc
 from sparkcourse.reference import w05_rag as ref
 
@@ -20,12 +23,7 @@ QUESTIONS = rc.load_questions()
 # --- the snapshot, the question set, the cache ---------------------------------------------------------------
 
 def _tool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_rag_corpus", ROOT / "tools" / "make_rag_corpus.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "tools" / "make_rag_corpus.py")))
 
 
 def test_question_set_size_and_unique_ids():
@@ -59,9 +57,9 @@ def test_generator_reproduces_passages_of_unchanged_sources():
     checked = 0
     for source, passages in snap.items():
         text = current.get(source)
-        if text is None or rc.sha(text) != passages[0]["source_sha"]:
+        if text is None or embeddings.text_sha(text) != passages[0]["source_sha"]:
             continue  # the document changed or went away: the snapshot keeps its old text on purpose
-        again = [{**p, "source_sha": rc.sha(text)} for p in rc.extract_passages(text, source)]
+        again = [{**p, "source_sha": embeddings.text_sha(text)} for p in rc.extract_passages(text, source)]
         assert again == passages, f"{source}: the generator no longer reproduces the snapshot"
         checked += 1
     assert checked >= 1, "no source of the snapshot is unchanged: regenerate with tools/make_rag_corpus.py"
@@ -81,7 +79,7 @@ def test_embedding_cache_matches_corpus_and_is_unit_length():
     sets = rc.embedding_sets(CORPUS, QUESTIONS)
     with np.load(rc.CACHE_FILE) as z:
         for name, texts in sets.items():
-            assert str(z[f"{name}__hash"]) == rc.texts_hash(texts), f"cache for {name} is stale"
+            assert str(z[f"{name}__hash"]) == embeddings.texts_hash(texts), f"cache for {name} is stale"
             assert z[name].shape == (len(texts), 384) and z[name].dtype == np.float16
             norms = np.linalg.norm(z[name].astype(np.float32), axis=1)
             assert np.allclose(norms, 1, atol=5e-3)
@@ -89,7 +87,7 @@ def test_embedding_cache_matches_corpus_and_is_unit_length():
 
 def test_cache_miss_recomputes_and_writes(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(rc, "embed", lambda texts, model=None: calls.append(len(texts)) or np.ones((len(texts), 3)))
+    monkeypatch.setattr(embeddings, "embed", lambda texts, model=None: calls.append(len(texts)) or np.ones((len(texts), 3)))
     cache = tmp_path / "c.npz"
     a = rc.cached_embeddings("x", ["one", "two"], cache)
     b = rc.cached_embeddings("x", ["one", "two"], cache)
@@ -99,11 +97,11 @@ def test_cache_miss_recomputes_and_writes(tmp_path, monkeypatch):
 
 
 def test_cached_embeddings_agree_with_minilm():
-    model = rc.load_encoder()
+    model = embeddings.load_encoder()
     with np.load(rc.CACHE_FILE) as z:
         for name, texts in rc.embedding_sets(CORPUS, QUESTIONS).items():
             idx = list(range(0, len(texts), max(1, len(texts) // 8)))[:8]
-            fresh = rc.embed([texts[i] for i in idx], model)
+            fresh = embeddings.embed([texts[i] for i in idx], model)
             cos = (fresh * z[name][idx].astype(np.float32)).sum(1)
             assert cos.min() > 0.999, (name, cos.min())
 
@@ -195,7 +193,7 @@ def test_ndcg_matches_sklearn_and_mrr_recall():
 
 
 def test_prompt_budget_and_citations():
-    count = rc.minilm_token_counter()
+    count = embeddings.token_counter()
     passages = [(p["id"], p["text"]) for p in CORPUS[:6]]
     full, ids = ref.build_prompt("Why?", passages, 10**6, count)
     assert ids == [p for p, _ in passages] and full.startswith(ref.PROMPT_HEADER)
@@ -210,6 +208,6 @@ def test_ann_sweep_meets_recall_target_on_course_chunks():
     """HNSW reaches recall@10 >= 0.95 of exact search on the cached course-corpus chunks (speed: see notebook)."""
     sets = rc.embedding_sets(CORPUS, QUESTIONS)
     rows = rc.ann_sweep(rc.cached_embeddings("chunks", sets["chunks"]),
-                        rc.cached_embeddings("questions", sets["questions"]),
+                        rc.cached_embeddings("questions", sets["questions"]), ref.build_index, ref.search,
                         nprobes=(16,), ef_searches=(32,), repeats=1)
     assert rows[0]["index"] == "flat" and all(r["recall"] >= 0.95 for r in rows[1:]), rows

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sparkcourse import capacity
+from sparkcourse.models import random_llama
 from sparkcourse.reference import w06_mamba as ref
 
 torch.set_num_threads(2)
@@ -110,11 +111,9 @@ def test_state_bytes_match_transformers_cache():
 
 
 def test_kv_bytes_match_transformers_cache_and_planner():
-    from transformers import LlamaConfig, LlamaModel
-
     cfg = dict(vocab_size=31, hidden_size=24, intermediate_size=20, num_hidden_layers=3, num_attention_heads=6,
                num_key_value_heads=2)
-    model = LlamaModel(LlamaConfig(**cfg)).eval()
+    model = random_llama(None, base_model=True, **cfg)
     with torch.no_grad():
         cache = model(torch.randint(0, 31, (3, 11)), use_cache=True).past_key_values
     measured = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))

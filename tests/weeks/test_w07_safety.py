@@ -3,15 +3,17 @@ independent implementations; the shipped data against its generator and the Llam
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
+import runpy
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT
 
+from sparkcourse import embeddings
 from sparkcourse.labs import w07_safety as safety_lab
 from sparkcourse.reference import w07_safety as ref
 
@@ -25,10 +27,7 @@ def _luhn_table(number: str) -> bool:
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_safety_data", ROOT / "tools" / "make_safety_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "tools" / "make_safety_data.py")))
 
 
 def test_luhn_known_numbers_and_table():
@@ -198,14 +197,14 @@ def test_shipped_data_matches_generator_and_taxonomy():
     assert safety_lab.load_bbq() == tool.make_bbq(random.Random(tool.SEED + 2))
     credit = safety_lab.load_credit()
     assert credit.to_dict("records") == pd.DataFrame(tool.make_credit(tool.SEED + 3)).to_dict("records")
-    key = (safety_lab.SAFETY_DIR / "prompt_embeddings.sha256").read_text().strip()
-    assert key == safety_lab.texts_sha256(list(prompts.text)), "the embedding cache is stale"
+    cached = embeddings.load_cached(safety_lab.PROMPT_EMBEDDINGS, "prompts", list(prompts.text))
+    assert cached is not None and cached.shape == (len(prompts), embeddings.DIM), "the embedding cache is stale"
 
 
 def test_embedding_cache_matches_minilm():
     prompts = safety_lab.load_prompts()
     idx = [0, 17, 123, len(prompts) - 1]
-    live = safety_lab.embed_texts([prompts.text[i] for i in idx])
+    live = embeddings.embed([prompts.text[i] for i in idx])
     cached = safety_lab.load_prompt_embeddings()[idx]
     np.testing.assert_allclose(live, cached, atol=1e-5)
     assert cached.shape[1] == 384
