@@ -9,31 +9,23 @@ A block with ``fails=`` empty is a *variant*: a correct answer written different
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
 import pytest
 from conftest import ASSIGNMENTS, ROOT
 
+from sparkcourse.grading.authoring import Kind, split_blocks, unique
+
 MUTANT_FILES = {a: ROOT / "tests" / "mutants" / f"{a}.py" for a in ASSIGNMENTS}
-_HEADER = re.compile(r"^# %% mutant (.*)$")
+MUTANT_KINDS = {"mutant": Kind(("name", "cell"), ("fails",))}
 
 
-def parse_mutants(text: str) -> list[dict]:
+def parse_mutants(text: str, name: str = "<mutants>") -> list[dict]:
     """Mutant blocks of one file."""
-    blocks: list[dict] = []
-    for line in text.splitlines():
-        m = _HEADER.match(line)
-        if m:
-            opts = dict(part.split("=", 1) for part in m.group(1).split())
-            blocks.append({"name": opts["name"], "cell": opts["cell"],
-                           "fails": [t for t in opts.get("fails", "").split(",") if t], "lines": []})
-        elif blocks:
-            blocks[-1]["lines"].append(line)
-    for b in blocks:
-        b["source"] = "\n".join(b.pop("lines")).strip("\n")
-    return blocks
+    blocks = unique(split_blocks(text, MUTANT_KINDS, name, preamble=True), "name").values()
+    return [{"name": b.opts["name"], "cell": b.opts["cell"],
+             "fails": [t for t in b.opts.get("fails", "").split(",") if t], "source": b.text} for b in blocks]
 
 
 @pytest.fixture(scope="module")
