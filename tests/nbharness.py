@@ -1,5 +1,5 @@
 """Fast mutation harness: run a source notebook's set-up, answer and test cells in-process, with some answer
-cells replaced, and report which test cells pass. Used by tests/test_mutants.py in a subprocess per notebook.
+cells replaced, and report which test cells pass. Used by tests/test_mutants.py in a subprocess per week.
 
 Real grading goes through nbgrader (tests/test_notebooks.py); this harness exists so dozens of mutants per
 week can be checked in seconds. It runs the cells nbgrader grades — set-up (read-only), answer and test

@@ -30,20 +30,30 @@ A *variant* is a correct answer written differently, which must pass every test;
 
     # %% variant name=NAME cell=GRADE_ID
     <the whole source of that answer cell>
+
+The harness (tests/nbharness.py) runs each week in its own subprocess, ``os.cpu_count()`` weeks at a time; only
+the weeks whose tests are selected run (``pytest tests/test_mutants.py -k 03-peft``), and ``-m "not mutants"``
+skips them all.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nbformat
 import pytest
 from conftest import ASSIGNMENTS, ROOT
 
 from sparkcourse.grading.authoring import AuthoringError, Block, Kind, split_blocks, unique
+
+pytestmark = pytest.mark.mutants
 
 MUTANT_FILES = {a: ROOT / "tests" / "mutants" / f"{a}.py" for a in ASSIGNMENTS}
 MUTANT_KINDS = {"mutant": Kind(("name", "cell", "fails")), "variant": Kind(("name", "cell"))}
@@ -191,23 +201,62 @@ def mutant_sources(a: str) -> tuple[list[Mutant], dict[str, str]]:
     return mutants, sources
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, tuple[list[Mutant], dict]]:
-    """Run every week's mutants, one subprocess per notebook."""
-    out = {}
-    for a, path in MUTANT_FILES.items():
-        if not path.exists():
-            continue
+# ---- running the harness: one subprocess per week, os.cpu_count() at a time --------------------------------
+
+class Harness:
+    """Runs each week's harness once, in the background; a test waits only for its own week."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.pool = tmp, ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="mutants")
+        self.futures: dict[str, Future] = {}
+        self.procs: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+
+    def start(self, weeks) -> None:
+        with self.lock:
+            for a in weeks:
+                if a not in self.futures:
+                    self.futures[a] = self.pool.submit(self._run, a)
+
+    def result(self, a: str) -> tuple[list[Mutant], dict[str, dict[str, bool]]]:
+        self.start([a])
+        return self.futures[a].result()
+
+    def _run(self, a: str):
         mutants, sources = mutant_sources(a)
         scenarios = {"reference": {}} | {m.name: {m.cell: sources[m.name]} for m in mutants}
-        spec = tmp_path_factory.mktemp("mutants") / f"{a}.json"
+        spec = self.tmp / f"{a}.json"
         spec.write_text(json.dumps(scenarios))
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "nbharness.py"),
-                               str(ROOT / "source" / a / f"{a}.ipynb"), str(spec)],
-                              capture_output=True, text=True, timeout=900, cwd=ROOT)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out[a] = (mutants, json.loads(proc.stdout.strip().splitlines()[-1]))
-    return out
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "nbharness.py"),
+                                 str(ROOT / "source" / a / f"{a}.ipynb"), str(spec)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        with self.lock:
+            self.procs.append(proc)
+        try:
+            out, err = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"{a}: the harness ran past 900 s\n{err[-3000:]}") from None
+        assert proc.returncode == 0, f"{a}: the harness exited with {proc.returncode}\n{err[-3000:]}"
+        return mutants, json.loads(out.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def harness(request, tmp_path_factory):
+    """Starts the harness of every week whose tests were selected, all at once; -k 03-peft runs one week."""
+    h = Harness(tmp_path_factory.mktemp("mutants"))
+    h.start(dict.fromkeys(item.callspec.params["a"] for item in request.session.items
+                          if "harness" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec")))
+    yield h
+    h.close()
 
 
 def test_patches_fail_loudly():
@@ -243,15 +292,15 @@ def test_every_week_has_mutants_that_apply(a):
 
 
 @pytest.mark.parametrize("a", ASSIGNMENTS)
-def test_reference_passes_in_harness(outcomes, a):
-    _, results = outcomes[a]
+def test_reference_passes_in_harness(harness, a):
+    _, results = harness.result(a)
     failed = [t for t, ok in results["reference"].items() if not ok]
     assert not failed, f"{a}: the reference fails {failed} in the harness"
 
 
 @pytest.mark.parametrize("a", ASSIGNMENTS)
-def test_mutants_are_caught_and_variants_pass(outcomes, a):
-    mutants, results = outcomes[a]
+def test_mutants_are_caught_and_variants_pass(harness, a):
+    mutants, results = harness.result(a)
     problems = []
     for m in mutants:
         got = results[m.name]
