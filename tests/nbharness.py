@@ -15,18 +15,25 @@ import os
 import sys
 
 
-def run(notebook: str, scenarios: dict[str, dict[str, str]]) -> dict[str, dict[str, bool]]:
-    """For each scenario (grade_id -> replacement source), which test cells pass."""
+def run(notebook: str, scenarios: dict[str, dict]) -> dict[str, dict[str, bool]]:
+    """For each scenario, which test cells pass.
+
+    A scenario is ``{"replace": {grade_id: source}, "until": [test ids]}``: the answer cells to replace and,
+    optionally, the test cells it is about; the run stops after the last of those (no later cell can change
+    their outcome), so a mutant of an early cell does not pay for the rest of the notebook."""
     import nbformat
 
     os.environ["NBGRADER_EXECUTION"] = "autograde"
     os.environ.setdefault("MPLBACKEND", "Agg")
     cells = nbformat.read(notebook, as_version=4).cells
     results = {}
-    for name, replace in scenarios.items():
+    for name, scenario in scenarios.items():
+        replace, until = scenario.get("replace", {}), set(scenario.get("until", ()))
         ns: dict = {"__name__": "__main__"}
         outcome: dict[str, bool] = {}
         for cell in cells:
+            if until and until <= outcome.keys():
+                break
             meta = cell.metadata.get("nbgrader", {})
             gid = meta.get("grade_id")
             if cell.cell_type != "code" or not gid:

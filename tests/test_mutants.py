@@ -224,7 +224,8 @@ class Harness:
 
     def _run(self, a: str):
         mutants, sources = mutant_sources(a)
-        scenarios = {"reference": {}} | {m.name: {m.cell: sources[m.name]} for m in mutants}
+        scenarios = {"reference": {}} | {m.name: {"replace": {m.cell: sources[m.name]}, "until": m.fails}
+                                         for m in mutants}
         spec = self.tmp / f"{a}.json"
         spec.write_text(json.dumps(scenarios))
         proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "nbharness.py"),
