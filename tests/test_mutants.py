@@ -31,19 +31,22 @@ A *variant* is a correct answer written differently, which must pass every test;
     # %% variant name=NAME cell=GRADE_ID
     <the whole source of that answer cell>
 
-The harness (tests/nbharness.py) runs each week in its own subprocess, ``os.cpu_count()`` weeks at a time; only
-the weeks whose tests are selected run (``pytest tests/test_mutants.py -k 03-peft``), and ``-m "not mutants"``
-skips them all.
+The harness (tests/nbharness.py) runs on ``os.cpu_count()`` workers, each driving one subprocess: every selected
+week is queued at once, a worker whose week is done helps the week with the most scenarios left, a test waits
+only for its own week. Only the weeks whose tests are selected run (``pytest tests/test_mutants.py -k 03-peft``);
+``-m "not mutants"`` skips them all. A mutant's run stops after the last test it names.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import tempfile
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,53 +204,195 @@ def mutant_sources(a: str) -> tuple[list[Mutant], dict[str, str]]:
     return mutants, sources
 
 
-# ---- running the harness: one subprocess per week, os.cpu_count() at a time --------------------------------
+# ---- running the harness: os.cpu_count() workers, each driving one subprocess ------------------------------
+
+HARNESS = ROOT / "tests" / "nbharness.py"
+SCENARIO_TIMEOUT = 600  # seconds
+
+
+@dataclass
+class WeekRun:
+    """One week's scenarios: those waiting, the outcomes so far, how many workers serve it and how long a
+    subprocess takes to start (its first answer) and to answer (the others)."""
+
+    mutants: list[Mutant]
+    spec: Path | None
+    pending: list[str]
+    total: int
+    results: dict[str, dict[str, bool]] = field(default_factory=dict)
+    serving: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    startup: float = 0.0
+    times: list[float] = field(default_factory=list)
+
+    def worth_helping(self) -> bool:
+        """Whether one more subprocess would save time: the work left per worker exceeds its start-up."""
+        if not self.pending or not self.times:
+            return False
+        return len(self.pending) * self.per_scenario() / (self.serving + 1) > self.startup
+
+    def per_scenario(self) -> float:
+        """Expected seconds per waiting scenario: the mean so far or, when higher, the latest (a mutant's run stops
+        after its tests, so the later a cell stands in the notebook, the longer its mutants take)."""
+        return max(sum(self.times) / len(self.times), self.times[-1])
+
+    def record(self, name: str, outcome: dict[str, bool]) -> None:
+        self.results[name] = outcome
+        if len(self.results) == self.total:
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.pending.clear()
+        self.done.set()
+
 
 class Harness:
-    """Runs each week's harness once, in the background; a test waits only for its own week."""
+    """Runs the selected weeks' scenarios on ``os.cpu_count()`` workers, each driving one harness subprocess at a
+    time (``nbharness.py --serve``: the week's imports stay loaded between scenarios). A worker stays with its week
+    until no scenario of it waits, then takes a week nobody serves yet or, when there is none, helps the week with
+    the most work left, when that work per worker outweighs a new subprocess's start-up (week 01's simulator would
+    otherwise run on one core while the others idle). A test waits only for its own week."""
 
     def __init__(self, tmp: Path):
-        self.tmp, self.pool = tmp, ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="mutants")
-        self.futures: dict[str, Future] = {}
-        self.procs: list[subprocess.Popen] = []
-        self.lock = threading.Lock()
+        self.tmp, self.cond, self.closed = tmp, threading.Condition(), False
+        self.weeks: dict[str, WeekRun] = {}
+        self.procs: set[subprocess.Popen] = set()
+        self.threads = [threading.Thread(target=self._work, name=f"mutants-{i}", daemon=True)
+                        for i in range(os.cpu_count() or 1)]
+        for t in self.threads:
+            t.start()
 
     def start(self, weeks) -> None:
-        with self.lock:
+        with self.cond:
             for a in weeks:
-                if a not in self.futures:
-                    self.futures[a] = self.pool.submit(self._run, a)
+                if a in self.weeks:
+                    continue
+                try:
+                    mutants, sources = mutant_sources(a)
+                except (AuthoringError, OSError) as exc:  # reported by that week's tests, not by the fixture
+                    self.weeks[a] = WeekRun([], None, [], 0)
+                    self.weeks[a].fail(exc)
+                    continue
+                scenarios = {"reference": {}} | {m.name: {"replace": {m.cell: sources[m.name]}, "until": m.fails}
+                                                 for m in mutants}
+                spec = self.tmp / f"{a}.json"
+                spec.write_text(json.dumps(scenarios))
+                self.weeks[a] = WeekRun(mutants, spec, list(scenarios), len(scenarios))
+            self.cond.notify_all()
 
     def result(self, a: str) -> tuple[list[Mutant], dict[str, dict[str, bool]]]:
         self.start([a])
-        return self.futures[a].result()
+        run = self.weeks[a]
+        run.done.wait()
+        if run.error is not None:
+            raise run.error
+        return run.mutants, run.results
 
-    def _run(self, a: str):
-        mutants, sources = mutant_sources(a)
-        scenarios = {"reference": {}} | {m.name: {"replace": {m.cell: sources[m.name]}, "until": m.fails}
-                                         for m in mutants}
-        spec = self.tmp / f"{a}.json"
-        spec.write_text(json.dumps(scenarios))
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "nbharness.py"),
-                                 str(ROOT / "source" / a / f"{a}.ipynb"), str(spec)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        with self.lock:
-            self.procs.append(proc)
+    def _take(self, week: str | None) -> tuple[str, str] | None:
+        """Under the lock: the next (week, scenario) for a worker now serving ``week``."""
+        if week is None or not self.weeks[week].pending:
+            unserved = [a for a, r in self.weeks.items() if r.pending and not r.serving]
+            helpable = [a for a, r in self.weeks.items() if r.worth_helping()]
+            week = unserved[0] if unserved else max(
+                helpable, key=lambda a: len(self.weeks[a].pending) * self.weeks[a].per_scenario(), default=None)
+            if week is None:
+                return None
+        return week, self.weeks[week].pending.pop(0)
+
+    def _work(self) -> None:
+        week: str | None = None
+        proc: subprocess.Popen | None = None
+        while True:
+            with self.cond:
+                job = None if self.closed else self._take(week)
+                if job is None or job[0] != week:
+                    if week is not None:
+                        self.weeks[week].serving -= 1
+                    week = job[0] if job else None
+                    if week is not None:
+                        self.weeks[week].serving += 1
+                    old, proc = proc, None
+                else:
+                    old = None
+            if old is not None:
+                self._stop(old)
+            if job is None:
+                with self.cond:
+                    if self.closed:
+                        return
+                    self.cond.wait(1.0)
+                continue
+            name, run = job[1], self.weeks[job[0]]
+            try:
+                fresh, t0 = proc is None, time.monotonic()
+                if fresh:
+                    proc = self._spawn(job[0], run.spec)
+                outcome = self._ask(proc, name)
+                took = time.monotonic() - t0
+            except Exception as exc:  # the subprocess died, hung or answered nonsense: its week fails
+                log = self._stop(proc, kill=True) if proc is not None else ""
+                proc = None
+                with self.cond:
+                    run.fail(AssertionError(f"{job[0]}: the harness failed on {name}: {exc}\n{log}"))
+                continue
+            with self.cond:
+                run.record(name, outcome)
+                if fresh:
+                    run.startup = max(run.startup, took)
+                else:
+                    run.times.append(took)
+
+    def _spawn(self, a: str, spec: Path) -> subprocess.Popen:
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([sys.executable, str(HARNESS), "--serve", str(ROOT / "source" / a / f"{a}.ipynb"),
+                                 str(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                text=True, cwd=ROOT)
+        proc.log = log  # type: ignore[attr-defined]
+        with self.cond:
+            self.procs.add(proc)
+        return proc
+
+    @staticmethod
+    def _ask(proc: subprocess.Popen, name: str) -> dict[str, bool]:
+        proc.stdin.write(name + "\n")
+        proc.stdin.flush()
+        if not select.select([proc.stdout], [], [], SCENARIO_TIMEOUT)[0]:
+            raise TimeoutError(f"no answer after {SCENARIO_TIMEOUT} s")
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the harness exited with {proc.wait()}")
+        return json.loads(line)[name]
+
+    def _stop(self, proc: subprocess.Popen, kill: bool = False) -> str:
+        """End a subprocess (closing its stdin lets it finish); returns the end of what it wrote to stderr."""
         try:
-            out, err = proc.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
+            if not kill:
+                proc.stdin.close()
+                proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            kill = True
+        if kill:
             proc.kill()
-            out, err = proc.communicate()
-            raise AssertionError(f"{a}: the harness ran past 900 s\n{err[-3000:]}") from None
-        assert proc.returncode == 0, f"{a}: the harness exited with {proc.returncode}\n{err[-3000:]}"
-        return mutants, json.loads(out.strip().splitlines()[-1])
+            proc.wait()
+        with self.cond:
+            self.procs.discard(proc)
+        proc.log.seek(0)
+        tail = proc.log.read()[-3000:]
+        proc.log.close()
+        return tail
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+            procs = list(self.procs)
+        for proc in procs:
+            proc.kill()
+        for t in self.threads:
+            t.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
