@@ -32,8 +32,8 @@ A *variant* is a correct answer written differently, which must pass every test;
     <the whole source of that answer cell>
 
 The harness (tests/nbharness.py) runs on ``os.cpu_count()`` workers, each driving one subprocess: every selected
-week is queued at once, a worker whose week is done helps the week with the most scenarios left, a test waits
-only for its own week. Only the weeks whose tests are selected run (``pytest tests/test_mutants.py -k 03-peft``);
+week is queued at once, a worker whose week is done helps the week with the most work left (when that outweighs
+starting another subprocess), and a test waits only for its own week. Only the weeks whose tests are selected run (``pytest tests/test_mutants.py -k 03-peft``);
 ``-m "not mutants"`` skips them all. A mutant's run stops after the last test it names.
 """
 
@@ -397,7 +397,7 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness(request, tmp_path_factory):
-    """Starts the harness of every week whose tests were selected, all at once; -k 03-peft runs one week."""
+    """Queues every week whose harness tests were selected, all at once; -k 03-peft runs one week."""
     h = Harness(tmp_path_factory.mktemp("mutants"))
     h.start(dict.fromkeys(item.callspec.params["a"] for item in request.session.items
                           if "harness" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec")))
@@ -419,8 +419,8 @@ def test_patches_fail_loudly():
     with pytest.raises(PatchError, match="m.py:3: the text to replace is not in"):
         apply_patch("x = 1\n  yy", patch)  # lines match whole lines only
     for body, message in {"replace a => b => c": "exactly once", "replace <<<\na\n===\nb\n": "needs a line",
-                          "replace <<<\n===\nb\n>>>": "nothing to replace", "remove a": "expected", "delete  ": "say which line",
-                          "# only a note": "replaces nothing"}.items():
+                          "replace <<<\n===\nb\n>>>": "nothing to replace", "remove a": "expected",
+                          "delete  ": "say which line", "# only a note": "replaces nothing"}.items():
         with pytest.raises(PatchError, match=message):
             parse_patch(split_blocks("# %% mutant name=m cell=c fails=t\n" + body, MUTANT_KINDS, "m.py")[0])
     with pytest.raises(PatchError, match="is a variant"):
