@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from conftest import ROOT, secret_lines
 
-from sparkcourse.grader import course, sandbox
+from sparkcourse.grader import authoring, course, sandbox
 
 A = "00-spark-capacity"
 HOSTILE = Path(__file__).parent / "hostile"
@@ -94,9 +94,9 @@ def battery(tmp_path_factory) -> Battery:
     for s in ("blank", "cyd", "dee"):  # keep the battery short: two honest students are enough witnesses
         shutil.rmtree(root / "submitted" / s)
     release = nbformat.read(root / "release" / A / f"{A}.ipynb", as_version=4)
-    honest = course._answers(ROOT / "sample_class" / A / "ada.py")
+    honest = authoring.read_answers(ROOT / "sample_class" / A / "ada.py")
     for case in CASES:
-        answers = {**honest, **course._answers(HOSTILE / f"{case}.py")}
+        answers = {**honest, **authoring.read_answers(HOSTILE / f"{case}.py")}
         nb = json.loads(json.dumps(release))
         nb = nbformat.from_dict(nb)
         for cell in nb.cells:

@@ -51,8 +51,28 @@ def test_authoring_parse_and_errors():
         authoring.parse("# %% tests id=t\nassert 1\n")
     with pytest.raises(authoring.AuthoringError, match="duplicate"):
         authoring.parse("# %% setup id=a\n1\n# %% setup id=a\n2\n")
-    with pytest.raises(authoring.AuthoringError, match="unknown cell kind"):
+    with pytest.raises(authoring.AuthoringError, match="unknown kind 'slides'"):
         authoring.parse("# %% slides\n1\n")
+    with pytest.raises(authoring.AuthoringError, match=r"^<authoring>:2: .*no option 'point'"):
+        authoring.parse("\n# %% tests id=t point=2\nassert 1\n")
+
+
+def test_block_format_errors_name_file_and_line():
+    kinds = {"answer": authoring.Kind(("id",)), "note": authoring.Kind((), ("by",))}
+    blocks = authoring.split_blocks("# about\n\n# %% answer id=a\nx = 1\n\n# %% note by='a b'\ntext\n", kinds, "f.py",
+                                    preamble=True)
+    assert [(b.kind, b.opts, b.text, b.where) for b in blocks] == [
+        ("answer", {"id": "a"}, "x = 1", "f.py:3"), ("note", {"by": "a b"}, "text", "f.py:6")]
+    bad = {"# %% answer\n": "f.py:1: '# %% answer' needs id=", "# %% answer id=a id=b\n": "given twice",
+           "# %% answer id=a extra\n": "'extra' is not key=value", "# %% cell id=a\n": "unknown kind 'cell'",
+           "# %%\n": "needs a kind", "x = 1\n# %% answer id=a\n": "f.py:1: text before",
+           "# %% answer id='a\n": "cannot read the marker"}
+    for text, message in bad.items():
+        with pytest.raises(authoring.AuthoringError, match=message):
+            authoring.split_blocks(text, kinds, "f.py")
+    assert authoring.answers("# zero: t\n# %% answer id=a\n\nx = 1\n\n# %% answer id=b\n") == {"a": "x = 1", "b": ""}
+    with pytest.raises(authoring.AuthoringError, match="s.py:3: duplicate id 'a'"):
+        authoring.answers("# %% answer id=a\n1\n# %% answer id=a\n2\n", "s.py")
 
 
 def test_profile_selection(monkeypatch):

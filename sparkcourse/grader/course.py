@@ -22,6 +22,8 @@ from pathlib import Path
 
 import nbformat
 
+from sparkcourse.grader.authoring import read_answers
+
 NOTEBOOK_TIMEOUT = int(os.environ.get("SPARKCOURSE_NOTEBOOK_TIMEOUT", "300"))
 
 
@@ -528,19 +530,6 @@ def bundle(root: Path, out: Path | None = None) -> Path:
 
 # ---- the sample class -------------------------------------------------------------------------------
 
-def _answers(path: Path) -> dict[str, str]:
-    """Answer cells of a sample student: ``# %% answer id=GRADE_ID`` blocks."""
-    blocks: dict[str, list[str]] = {}
-    current = None
-    for line in path.read_text().splitlines():
-        if line.startswith("# %% answer id="):
-            current = line.split("=", 1)[1].strip()
-            blocks[current] = []
-        elif current is not None:
-            blocks[current].append(line)
-    return {k: "\n".join(v).strip("\n") for k, v in blocks.items()}
-
-
 def sample_class_spec(root: Path, assignment: str) -> dict:
     """The sample class of one assignment: ``sample_class/NN/expected.toml``."""
     return tomllib.loads((root / "sample_class" / assignment / "expected.toml").read_text())
@@ -564,7 +553,7 @@ def make_sample_class(root: Path, only: list[str] | None = None) -> list[tuple[s
                 target.write_text(release_nb.read_text()[: len(release_nb.read_text()) // 2])
             else:
                 nb = nbformat.read(release_nb, as_version=4)
-                answers = _answers(root / "sample_class" / a / f"{student}.py") if kind == "answers" else {}
+                answers = read_answers(root / "sample_class" / a / f"{student}.py") if kind == "answers" else {}
                 unknown = set(answers) - {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
                 if unknown:
                     raise ValueError(f"sample student {student} answers unknown cells {sorted(unknown)} in {a}")

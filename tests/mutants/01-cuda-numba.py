@@ -1,144 +1,89 @@
 # Plausible mistakes for 01-cuda-numba (see tests/test_mutants.py for the format).
 
 # %% mutant name=saxpy_no_bounds_check cell=saxpy fails=test_saxpy
-@cuda.jit
-def saxpy(a, x, y, out):
-    i = cuda.grid(1)
+delete if i < out.size:
+replace <<<
+        out[i] = a * x[i] + y[i]
+===
     out[i] = a * x[i] + y[i]
+>>>
 
 # %% mutant name=saxpy_block_index_only cell=saxpy fails=test_saxpy
-@cuda.jit
-def saxpy(a, x, y, out):
-    i = cuda.threadIdx.x
-    if i < out.size:
-        out[i] = a * x[i] + y[i]
+replace i = cuda.grid(1) => i = cuda.threadIdx.x
 
 # %% mutant name=saxpy_on_the_host cell=saxpy fails=test_saxpy
-def saxpy(a, x, y, out):
+delete @cuda.jit
+delete i = cuda.grid(1)
+delete if i < out.size:
+replace <<<
+        out[i] = a * x[i] + y[i]
+===
     out[:] = a * x + y
+>>>
 
 # %% mutant name=gridstride_blocked_chunks_uncoalesced cell=saxpy_gridstride fails=test_saxpy_gridstride
-@cuda.jit
-def saxpy_gridstride(a, x, y, out):
-    i = cuda.grid(1)
-    threads = cuda.gridsize(1)
+replace start = cuda.grid(1) => i = cuda.grid(1)
+replace stride = cuda.gridsize(1) => threads = cuda.gridsize(1)
+replace <<<
+    for i in range(start, out.size, stride):
+===
     chunk = (out.size + threads - 1) // threads
     for k in range(i * chunk, min((i + 1) * chunk, out.size)):
-        out[k] = a * x[k] + y[k]
+>>>
+replace out[i] = a * x[i] + y[i] => out[k] = a * x[k] + y[k]
 
 # %% mutant name=gridstride_strides_by_block cell=saxpy_gridstride fails=test_saxpy_gridstride
-@cuda.jit
-def saxpy_gridstride(a, x, y, out):
-    for i in range(cuda.grid(1), out.size, cuda.blockDim.x):
-        out[i] = a * x[i] + y[i]
+delete start = cuda.grid(1)
+delete stride = cuda.gridsize(1)
+replace for i in range(start, out.size, stride): => for i in range(cuda.grid(1), out.size, cuda.blockDim.x):
 
 # %% mutant name=efficiency_one_over_stride cell=warp_efficiency fails=test_warp_efficiency
-def warp_efficiency(stride, itemsize):
+replace <<<
+    """Sector efficiency of one full warp reading element lane * stride (sector-aligned array)."""
+    sectors = {lane * stride * itemsize // 32 for lane in range(32)}
+    ideal = math.ceil(32 * itemsize / 32)
+    return ideal / len(sectors)
+===
     return 1.0 / stride
+>>>
 
 # %% mutant name=efficiency_ignores_itemsize cell=warp_efficiency fails=test_warp_efficiency
-def warp_efficiency(stride, itemsize):
-    sectors = {lane * stride * 4 // 32 for lane in range(32)}
-    return 4 / len(sectors)
+delete """Sector efficiency of one full warp reading element lane * stride (sector-aligned array)."""
+replace sectors = {lane * stride * itemsize // 32 for lane in range(32)} => sectors = {lane * stride * 4 // 32 for lane in range(32)}
+delete ideal = math.ceil(32 * itemsize / 32)
+replace return ideal / len(sectors) => return 4 / len(sectors)
 
 # %% mutant name=strided_copy_wrong_side cell=strided_copy fails=test_strided_copy
-@cuda.jit
-def strided_copy(a, out, stride):
-    i = cuda.grid(1)
-    if i < out.size:
-        out[i] = a[i] * stride
+replace out[i] = a[i * stride] => out[i] = a[i] * stride
 
 # %% mutant name=naive_transpose_swapped_bounds cell=transpose_naive fails=test_transpose_naive
-@cuda.jit
-def transpose_naive(a, out):
-    x, y = cuda.grid(2)
-    if x < a.shape[0] and y < a.shape[1]:
-        out[x, y] = a[y, x]
+replace if y < a.shape[0] and x < a.shape[1]: => if x < a.shape[0] and y < a.shape[1]:
 
 # %% mutant name=tiled_transpose_unpadded cell=transpose_tiled fails=test_transpose_tiled
-@cuda.jit
-def transpose_tiled(a, out):
-    tile = cuda.shared.array((TILE, TILE), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    x = cuda.blockIdx.x * TILE + tx
-    y = cuda.blockIdx.y * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < a.shape[1] and y + j < a.shape[0]:
-            tile[ty + j, tx] = a[y + j, x]
-    cuda.syncthreads()
-    x = cuda.blockIdx.y * TILE + tx
-    y = cuda.blockIdx.x * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < out.shape[1] and y + j < out.shape[0]:
-            out[y + j, x] = tile[tx, ty + j]
+replace tile = cuda.shared.array((TILE, TILE_PAD), float32) => tile = cuda.shared.array((TILE, TILE), float32)
 
 # %% mutant name=tiled_transpose_missing_barrier cell=transpose_tiled fails=test_transpose_tiled
-@cuda.jit
-def transpose_tiled(a, out):
-    tile = cuda.shared.array((TILE, TILE + 1), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    x = cuda.blockIdx.x * TILE + tx
-    y = cuda.blockIdx.y * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < a.shape[1] and y + j < a.shape[0]:
-            tile[ty + j, tx] = a[y + j, x]
-    x = cuda.blockIdx.y * TILE + tx
-    y = cuda.blockIdx.x * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < out.shape[1] and y + j < out.shape[0]:
-            out[y + j, x] = tile[tx, ty + j]
+replace tile = cuda.shared.array((TILE, TILE_PAD), float32) => tile = cuda.shared.array((TILE, TILE + 1), float32)
+delete cuda.syncthreads()
 
 # %% mutant name=tiled_transpose_uncoalesced_writes cell=transpose_tiled fails=test_transpose_tiled
-@cuda.jit
-def transpose_tiled(a, out):
-    tile = cuda.shared.array((TILE, TILE + 1), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    x = cuda.blockIdx.x * TILE + tx
-    y = cuda.blockIdx.y * TILE + ty
-    for j in range(0, TILE, ROWS):
-        if x < a.shape[1] and y + j < a.shape[0]:
-            tile[ty + j, tx] = a[y + j, x]
-    cuda.syncthreads()
-    for j in range(0, TILE, ROWS):
-        if x < a.shape[1] and y + j < a.shape[0]:
-            out[x, y + j] = tile[ty + j, tx]
+replace tile = cuda.shared.array((TILE, TILE_PAD), float32) => tile = cuda.shared.array((TILE, TILE + 1), float32)
+delete x = cuda.blockIdx.y * TILE + tx
+delete y = cuda.blockIdx.x * TILE + ty
+replace if x < out.shape[1] and y + j < out.shape[0]: => if x < a.shape[1] and y + j < a.shape[0]:
+replace out[y + j, x] = tile[tx, ty + j] => out[x, y + j] = tile[ty + j, tx]
 
 # %% mutant name=reduction_missing_barrier cell=block_sum fails=test_block_sum
-@cuda.jit
-def block_sum(x, partial):
-    s = cuda.shared.array(RBLOCK, float32)
-    t = cuda.threadIdx.x
-    i = cuda.grid(1)
-    s[t] = x[i] if i < x.size else 0.0
-    cuda.syncthreads()
-    stride = RBLOCK // 2
-    while stride > 0:
-        if t < stride:
-            s[t] += s[t + stride]
-        stride //= 2
-    if t == 0:
-        partial[cuda.blockIdx.x] = s[0]
+replace <<<
+        cuda.syncthreads()
+===
+>>>
 
 # %% mutant name=reduction_no_bounds cell=block_sum fails=test_block_sum
-@cuda.jit
-def block_sum(x, partial):
-    s = cuda.shared.array(RBLOCK, float32)
-    t = cuda.threadIdx.x
-    s[t] = x[cuda.grid(1)]
-    cuda.syncthreads()
-    stride = RBLOCK // 2
-    while stride > 0:
-        if t < stride:
-            s[t] += s[t + stride]
-        cuda.syncthreads()
-        stride //= 2
-    if t == 0:
-        partial[cuda.blockIdx.x] = s[0]
+replace i = cuda.grid(1) => s[t] = x[cuda.grid(1)]
+delete s[t] = x[i] if i < x.size else 0.0
 
-# %% mutant name=reduction_interleaved_variant cell=block_sum fails=
+# %% variant name=reduction_interleaved_variant cell=block_sum
 @cuda.jit
 def block_sum(x, partial):
     buf = cuda.shared.array(RBLOCK, float32)
@@ -158,46 +103,42 @@ def block_sum(x, partial):
         partial[cuda.blockIdx.x] = buf[0]
 
 # %% mutant name=histogram_not_atomic cell=hist_global fails=test_hist_global
-@cuda.jit
-def hist_global(data, bins):
-    i = cuda.grid(1)
-    if i < data.size:
+replace <<<
+        cuda.atomic.add(bins, data[i], 1)
+===
         bins[data[i]] += 1
+>>>
 
 # %% mutant name=private_histogram_not_atomic cell=hist_shared fails=test_hist_shared
-@cuda.jit
-def hist_shared(data, bins):
-    h = cuda.shared.array(NBINS, int32)
-    t = cuda.threadIdx.x
-    for b in range(t, NBINS, cuda.blockDim.x):
-        h[b] = 0
-    cuda.syncthreads()
-    for i in range(cuda.grid(1), data.size, cuda.gridsize(1)):
+replace <<<
+        cuda.atomic.add(h, data[i], 1)
+===
         h[data[i]] += 1
-    cuda.syncthreads()
-    for b in range(t, NBINS, cuda.blockDim.x):
-        cuda.atomic.add(bins, b, h[b])
+>>>
 
 # %% mutant name=private_histogram_flush_without_barrier cell=hist_shared fails=test_hist_shared
-@cuda.jit
-def hist_shared(data, bins):
+replace <<<
+        cuda.atomic.add(h, data[i], 1)
+    cuda.syncthreads()
+===
+        cuda.atomic.add(h, data[i], 1)
+>>>
+
+# %% mutant name=private_histogram_is_really_global cell=hist_shared fails=test_hist_shared
+replace <<<
     h = cuda.shared.array(NBINS, int32)
     t = cuda.threadIdx.x
     for b in range(t, NBINS, cuda.blockDim.x):
         h[b] = 0
     cuda.syncthreads()
-    for i in range(cuda.grid(1), data.size, cuda.gridsize(1)):
-        cuda.atomic.add(h, data[i], 1)
-    for b in range(t, NBINS, cuda.blockDim.x):
-        cuda.atomic.add(bins, b, h[b])
+===
+>>>
+replace cuda.atomic.add(h, data[i], 1) => cuda.atomic.add(bins, data[i], 1)
+delete cuda.syncthreads()
+delete for b in range(t, NBINS, cuda.blockDim.x):
+delete cuda.atomic.add(bins, b, h[b])
 
-# %% mutant name=private_histogram_is_really_global cell=hist_shared fails=test_hist_shared
-@cuda.jit
-def hist_shared(data, bins):
-    for i in range(cuda.grid(1), data.size, cuda.gridsize(1)):
-        cuda.atomic.add(bins, data[i], 1)
-
-# %% mutant name=private_histogram_one_thread_flushes_variant cell=hist_shared fails=
+# %% variant name=private_histogram_one_thread_flushes_variant cell=hist_shared
 @cuda.jit
 def hist_shared(data, bins):
     counts = cuda.shared.array(NBINS, int32)
@@ -218,8 +159,31 @@ def hist_shared(data, bins):
                 cuda.atomic.add(bins, k, counts[k])
 
 # %% mutant name=matmul_missing_second_barrier cell=matmul_tiled fails=test_matmul_tiled
-@cuda.jit
-def matmul_tiled(A, B, C):
+replace <<<
+            acc += sA[ty, k] * sB[k, tx]
+        cuda.syncthreads()
+===
+            acc += sA[ty, k] * sB[k, tx]
+>>>
+
+# %% mutant name=matmul_no_zero_fill cell=matmul_tiled fails=test_matmul_tiled
+replace sA[ty, tx] = A[row, k0 + tx] if row < A.shape[0] and k0 + tx < A.shape[1] else 0.0 => if row < A.shape[0] and k0 + tx < A.shape[1]:
+replace <<<
+        if row < A.shape[0] and k0 + tx < A.shape[1]:
+===
+        if row < A.shape[0] and k0 + tx < A.shape[1]:
+            sA[ty, tx] = A[row, k0 + tx]
+>>>
+replace sB[ty, tx] = B[k0 + ty, col] if k0 + ty < B.shape[0] and col < B.shape[1] else 0.0 => if k0 + ty < B.shape[0] and col < B.shape[1]:
+replace <<<
+        if k0 + ty < B.shape[0] and col < B.shape[1]:
+===
+        if k0 + ty < B.shape[0] and col < B.shape[1]:
+            sB[ty, tx] = B[k0 + ty, col]
+>>>
+
+# %% mutant name=matmul_naive_in_disguise cell=matmul_tiled fails=test_matmul_tiled
+replace <<<
     sA = cuda.shared.array((MM_TILE, MM_TILE), float32)
     sB = cuda.shared.array((MM_TILE, MM_TILE), float32)
     tx = cuda.threadIdx.x
@@ -233,90 +197,37 @@ def matmul_tiled(A, B, C):
         cuda.syncthreads()
         for k in range(MM_TILE):
             acc += sA[ty, k] * sB[k, tx]
-    if row < C.shape[0] and col < C.shape[1]:
-        C[row, col] = acc
-
-# %% mutant name=matmul_no_zero_fill cell=matmul_tiled fails=test_matmul_tiled
-@cuda.jit
-def matmul_tiled(A, B, C):
-    sA = cuda.shared.array((MM_TILE, MM_TILE), float32)
-    sB = cuda.shared.array((MM_TILE, MM_TILE), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    col = cuda.blockIdx.x * MM_TILE + tx
-    row = cuda.blockIdx.y * MM_TILE + ty
-    acc = float32(0.0)
-    for k0 in range(0, A.shape[1], MM_TILE):
-        if row < A.shape[0] and k0 + tx < A.shape[1]:
-            sA[ty, tx] = A[row, k0 + tx]
-        if k0 + ty < B.shape[0] and col < B.shape[1]:
-            sB[ty, tx] = B[k0 + ty, col]
         cuda.syncthreads()
-        for k in range(MM_TILE):
-            acc += sA[ty, k] * sB[k, tx]
-        cuda.syncthreads()
-    if row < C.shape[0] and col < C.shape[1]:
-        C[row, col] = acc
-
-# %% mutant name=matmul_naive_in_disguise cell=matmul_tiled fails=test_matmul_tiled
-@cuda.jit
-def matmul_tiled(A, B, C):
+===
     col, row = cuda.grid(2)
+>>>
+replace <<<
+    if row < C.shape[0] and col < C.shape[1]:
+===
     if row < C.shape[0] and col < C.shape[1]:
         acc = 0.0
         for k in range(A.shape[1]):
             acc += A[row, k] * B[k, col]
-        C[row, col] = acc
+>>>
 
 # %% mutant name=embedding_backward_not_atomic cell=embedding fails=test_embedding_backward
-@cuda.jit
-def embedding_forward(weight, ids, out):
-    j, t = cuda.grid(2)
-    if t < ids.size and j < weight.shape[1]:
-        out[t, j] = weight[ids[t], j]
-
-
-@cuda.jit
-def embedding_backward(grad_out, ids, grad_weight):
-    j, t = cuda.grid(2)
-    if t < ids.size and j < grad_out.shape[1]:
-        grad_weight[ids[t], j] += grad_out[t, j]
+replace cuda.atomic.add(grad_weight, (ids[t], j), grad_out[t, j]) => grad_weight[ids[t], j] += grad_out[t, j]
 
 # %% mutant name=embedding_backward_overwrites cell=embedding fails=test_embedding_backward
-@cuda.jit
-def embedding_forward(weight, ids, out):
-    j, t = cuda.grid(2)
-    if t < ids.size and j < weight.shape[1]:
-        out[t, j] = weight[ids[t], j]
-
-
-@cuda.jit
-def embedding_backward(grad_out, ids, grad_weight):
-    j, t = cuda.grid(2)
-    if t < ids.size and j < grad_out.shape[1]:
-        grad_weight[ids[t], j] = grad_out[t, j]
+replace cuda.atomic.add(grad_weight, (ids[t], j), grad_out[t, j]) => grad_weight[ids[t], j] = grad_out[t, j]
 
 # %% mutant name=embedding_indexes_weight_by_position cell=embedding fails=test_embedding_forward
-@cuda.jit
-def embedding_forward(weight, ids, out):
-    j, t = cuda.grid(2)
-    if t < ids.size and j < weight.shape[1]:
-        out[t, j] = weight[t % weight.shape[0], j]
-
-
-@cuda.jit
-def embedding_backward(grad_out, ids, grad_weight):
-    j, t = cuda.grid(2)
-    if t < ids.size and j < grad_out.shape[1]:
-        cuda.atomic.add(grad_weight, (ids[t], j), grad_out[t, j])
+replace out[t, j] = weight[ids[t], j] => out[t, j] = weight[t % weight.shape[0], j]
 
 # %% mutant name=decode_all_at_link_speed cell=decode_seconds fails=test_decode_seconds
-def decode_seconds(model_bytes, device_bytes, device_bw, link_bw):
-    if model_bytes <= device_bytes:
-        return model_bytes / device_bw
+delete """Seconds per full read of the weights: resident bytes at device bandwidth, the rest over the link."""
+replace <<<
+    return device_bytes / device_bw + (model_bytes - device_bytes) / link_bw
+===
     return model_bytes / link_bw
+>>>
 
-# %% mutant name=decode_seconds_variant cell=decode_seconds fails=
+# %% variant name=decode_seconds_variant cell=decode_seconds
 def decode_seconds(model_bytes, device_bytes, device_bw, link_bw):
     spill = max(model_bytes - device_bytes, 0)
     return (model_bytes - spill) / device_bw + spill / link_bw

@@ -1,158 +1,160 @@
 # Plausible mistakes for 02-quantization (see tests/test_mutants.py for the format).
 
 # %% mutant name=ties_away_from_zero cell=formats fails=test_round_fp8,test_round_e2m1
-FORMAT_BITS = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0), "e2m1": (2, 1, 1, 6.0)}
-
-
-def round_to_format(x, fmt):
-    if fmt not in FORMAT_BITS:
-        raise ValueError(fmt)
-    _, m, bias, fmax = FORMAT_BITS[fmt]
-    x = torch.as_tensor(x, dtype=torch.float64)
-    a = x.abs()
-    k = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a)))).clamp(min=1 - bias)
-    step = torch.exp2(k - m)
+delete """Nearest value of `fmt` (ties to even, saturating), float64."""
+replace raise ValueError(f"unknown format {fmt!r}") => raise ValueError(fmt)
+replace <<<
+    r = torch.round(a / step) * step
+===
     r = torch.floor(a / step + 0.5) * step  # round half up: ties away from zero
-    return torch.copysign(r.clamp(max=fmax), x)
-
-
-def e2m1_encode(x):
+>>>
+replace <<<
+    """uint8 E2M1 codes (bit 3 = sign) of x rounded to E2M1."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    x = torch.as_tensor(x, dtype=torch.float64)
-    mag = round_to_format(x, "e2m1").abs()
+>>>
+replace <<<
+    code = torch.where(mag < 1, mag * 2, torch.where(mag < 2, mag * 2, torch.where(mag < 4, mag + 2, mag / 2 + 4)))
+===
     code = (mag.unsqueeze(-1) == grid).long().argmax(-1).to(torch.uint8)
-    return code | (torch.signbit(x).to(torch.uint8) << 3)
-
-
-def e2m1_decode(codes):
+>>>
+replace return code.to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3) => return code | (torch.signbit(x).to(torch.uint8) << 3)
+replace <<<
+    """float64 values of uint8 E2M1 codes."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    c = codes.long()
-    return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
-
-
-def pack_fp4(codes):
-    c = codes.to(torch.uint8)
-    return c[..., 0::2] | (c[..., 1::2] << 4)
-
-
-def unpack_fp4(packed):
+>>>
+delete e, mbit = (c >> 1) & 3, c & 1
+delete mag = torch.where(e == 0, 0.5 * mbit, torch.exp2(e - 1.0) * (1 + 0.5 * mbit)).double()
+replace return torch.where(c >= 8, -mag, mag) => return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
+delete """Two 4-bit codes per byte: element 2i low nibble, 2i+1 high nibble."""
+replace return (c[..., ::2] & 15) + ((c[..., 1::2] & 15) << 4) => return c[..., 0::2] | (c[..., 1::2] << 4)
+replace <<<
+    """Inverse of pack_fp4."""
+    out = torch.empty(*packed.shape[:-1], 2 * packed.shape[-1], dtype=torch.uint8)
+    out[..., ::2] = packed & 15
+    out[..., 1::2] = packed >> 4
+    return out
+===
     return torch.stack([packed & 15, packed >> 4], -1).flatten(-2)
+>>>
 
 # %% mutant name=no_saturation cell=formats fails=test_round_fp8,test_round_e2m1
-FORMAT_BITS = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0), "e2m1": (2, 1, 1, 6.0)}
-
-
-def round_to_format(x, fmt):
-    if fmt not in FORMAT_BITS:
-        raise ValueError(fmt)
-    _, m, bias, fmax = FORMAT_BITS[fmt]
-    x = torch.as_tensor(x, dtype=torch.float64)
-    a = x.abs()
-    k = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a)))).clamp(min=1 - bias)
-    step = torch.exp2(k - m)
-    return torch.copysign(torch.round(a / step) * step, x)
-
-
-def e2m1_encode(x):
+delete """Nearest value of `fmt` (ties to even, saturating), float64."""
+replace raise ValueError(f"unknown format {fmt!r}") => raise ValueError(fmt)
+replace r = torch.round(a / step) * step => return torch.copysign(torch.round(a / step) * step, x)
+delete return torch.copysign(r.clamp(max=fmax), x)
+replace <<<
+    """uint8 E2M1 codes (bit 3 = sign) of x rounded to E2M1."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    x = torch.as_tensor(x, dtype=torch.float64)
-    mag = round_to_format(x, "e2m1").abs().clamp(max=6)
+>>>
+replace mag = round_to_format(x, "e2m1").abs() => mag = round_to_format(x, "e2m1").abs().clamp(max=6)
+replace <<<
+    code = torch.where(mag < 1, mag * 2, torch.where(mag < 2, mag * 2, torch.where(mag < 4, mag + 2, mag / 2 + 4)))
+===
     code = (mag.unsqueeze(-1) == grid).long().argmax(-1).to(torch.uint8)
-    return code | (torch.signbit(x).to(torch.uint8) << 3)
-
-
-def e2m1_decode(codes):
+>>>
+replace return code.to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3) => return code | (torch.signbit(x).to(torch.uint8) << 3)
+replace <<<
+    """float64 values of uint8 E2M1 codes."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    c = codes.long()
-    return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
-
-
-def pack_fp4(codes):
-    c = codes.to(torch.uint8)
-    return c[..., 0::2] | (c[..., 1::2] << 4)
-
-
-def unpack_fp4(packed):
+>>>
+delete e, mbit = (c >> 1) & 3, c & 1
+delete mag = torch.where(e == 0, 0.5 * mbit, torch.exp2(e - 1.0) * (1 + 0.5 * mbit)).double()
+replace return torch.where(c >= 8, -mag, mag) => return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
+delete """Two 4-bit codes per byte: element 2i low nibble, 2i+1 high nibble."""
+replace return (c[..., ::2] & 15) + ((c[..., 1::2] & 15) << 4) => return c[..., 0::2] | (c[..., 1::2] << 4)
+replace <<<
+    """Inverse of pack_fp4."""
+    out = torch.empty(*packed.shape[:-1], 2 * packed.shape[-1], dtype=torch.uint8)
+    out[..., ::2] = packed & 15
+    out[..., 1::2] = packed >> 4
+    return out
+===
     return torch.stack([packed & 15, packed >> 4], -1).flatten(-2)
+>>>
 
 # %% mutant name=no_subnormals cell=formats fails=test_round_fp8
-FORMAT_BITS = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0), "e2m1": (2, 1, 1, 6.0)}
-
-
-def round_to_format(x, fmt):
-    if fmt not in FORMAT_BITS:
-        raise ValueError(fmt)
-    _, m, bias, fmax = FORMAT_BITS[fmt]
-    x = torch.as_tensor(x, dtype=torch.float64)
-    a = x.abs()
-    k = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a))))  # no floor at the smallest normal
-    step = torch.exp2(k - m)
+delete """Nearest value of `fmt` (ties to even, saturating), float64."""
+replace raise ValueError(f"unknown format {fmt!r}") => raise ValueError(fmt)
+replace k = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a)))).clamp(min=1 - bias) => k = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a))))  # no floor at the smallest normal
+replace <<<
+    r = torch.round(a / step) * step
+===
     r = torch.round(a / step) * step
     if fmt == "e2m1":
         r = torch.where(a < 0.25, 0.0, torch.where(a <= 0.75, 0.5, r))
-    return torch.copysign(r.clamp(max=fmax), x)
-
-
-def e2m1_encode(x):
+>>>
+replace <<<
+    """uint8 E2M1 codes (bit 3 = sign) of x rounded to E2M1."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    x = torch.as_tensor(x, dtype=torch.float64)
-    mag = round_to_format(x, "e2m1").abs()
+>>>
+replace <<<
+    code = torch.where(mag < 1, mag * 2, torch.where(mag < 2, mag * 2, torch.where(mag < 4, mag + 2, mag / 2 + 4)))
+===
     code = (mag.unsqueeze(-1) == grid).long().argmax(-1).to(torch.uint8)
-    return code | (torch.signbit(x).to(torch.uint8) << 3)
-
-
-def e2m1_decode(codes):
+>>>
+replace return code.to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3) => return code | (torch.signbit(x).to(torch.uint8) << 3)
+replace <<<
+    """float64 values of uint8 E2M1 codes."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    c = codes.long()
-    return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
-
-
-def pack_fp4(codes):
-    c = codes.to(torch.uint8)
-    return c[..., 0::2] | (c[..., 1::2] << 4)
-
-
-def unpack_fp4(packed):
+>>>
+delete e, mbit = (c >> 1) & 3, c & 1
+delete mag = torch.where(e == 0, 0.5 * mbit, torch.exp2(e - 1.0) * (1 + 0.5 * mbit)).double()
+replace return torch.where(c >= 8, -mag, mag) => return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
+delete """Two 4-bit codes per byte: element 2i low nibble, 2i+1 high nibble."""
+replace return (c[..., ::2] & 15) + ((c[..., 1::2] & 15) << 4) => return c[..., 0::2] | (c[..., 1::2] << 4)
+replace <<<
+    """Inverse of pack_fp4."""
+    out = torch.empty(*packed.shape[:-1], 2 * packed.shape[-1], dtype=torch.uint8)
+    out[..., ::2] = packed & 15
+    out[..., 1::2] = packed >> 4
+    return out
+===
     return torch.stack([packed & 15, packed >> 4], -1).flatten(-2)
+>>>
 
 # %% mutant name=high_nibble_first cell=formats fails=test_fp4_codes
-FORMAT_BITS = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0), "e2m1": (2, 1, 1, 6.0)}
-
-
-def round_to_format(x, fmt):
-    if fmt not in FORMAT_BITS:
-        raise ValueError(fmt)
-    _, m, bias, fmax = FORMAT_BITS[fmt]
-    x = torch.as_tensor(x, dtype=torch.float64)
-    a = x.abs()
-    k = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a)))).clamp(min=1 - bias)
-    step = torch.exp2(k - m)
-    return torch.copysign((torch.round(a / step) * step).clamp(max=fmax), x)
-
-
-def e2m1_encode(x):
+delete """Nearest value of `fmt` (ties to even, saturating), float64."""
+replace raise ValueError(f"unknown format {fmt!r}") => raise ValueError(fmt)
+delete r = torch.round(a / step) * step
+replace return torch.copysign(r.clamp(max=fmax), x) => return torch.copysign((torch.round(a / step) * step).clamp(max=fmax), x)
+replace <<<
+    """uint8 E2M1 codes (bit 3 = sign) of x rounded to E2M1."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    x = torch.as_tensor(x, dtype=torch.float64)
-    mag = round_to_format(x, "e2m1").abs()
+>>>
+replace <<<
+    code = torch.where(mag < 1, mag * 2, torch.where(mag < 2, mag * 2, torch.where(mag < 4, mag + 2, mag / 2 + 4)))
+===
     code = (mag.unsqueeze(-1) == grid).long().argmax(-1).to(torch.uint8)
-    return code | (torch.signbit(x).to(torch.uint8) << 3)
-
-
-def e2m1_decode(codes):
+>>>
+replace return code.to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3) => return code | (torch.signbit(x).to(torch.uint8) << 3)
+replace <<<
+    """float64 values of uint8 E2M1 codes."""
+===
     grid = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
-    c = codes.long()
-    return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
-
-
-def pack_fp4(codes):
-    c = codes.to(torch.uint8)
-    return (c[..., 0::2] << 4) | c[..., 1::2]
-
-
-def unpack_fp4(packed):
+>>>
+delete e, mbit = (c >> 1) & 3, c & 1
+delete mag = torch.where(e == 0, 0.5 * mbit, torch.exp2(e - 1.0) * (1 + 0.5 * mbit)).double()
+replace return torch.where(c >= 8, -mag, mag) => return torch.where(c >= 8, -grid[c & 7], grid[c & 7])
+delete """Two 4-bit codes per byte: element 2i low nibble, 2i+1 high nibble."""
+replace return (c[..., ::2] & 15) + ((c[..., 1::2] & 15) << 4) => return (c[..., 0::2] << 4) | c[..., 1::2]
+replace <<<
+    """Inverse of pack_fp4."""
+    out = torch.empty(*packed.shape[:-1], 2 * packed.shape[-1], dtype=torch.uint8)
+    out[..., ::2] = packed & 15
+    out[..., 1::2] = packed >> 4
+    return out
+===
     return torch.stack([packed >> 4, packed & 15], -1).flatten(-2)
+>>>
 
-# %% mutant name=formats_variant_table cell=formats fails=
+# %% variant name=formats_variant_table cell=formats
 FORMAT_BITS = {"e4m3": (4, 3, 7, 448.0), "e5m2": (5, 2, 15, 57344.0), "e2m1": (2, 1, 1, 6.0)}
 _E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
 
@@ -193,94 +195,47 @@ def unpack_fp4(packed):
     return out.reshape(*packed.shape[:-1], -1).to(torch.uint8)
 
 # %% mutant name=per_channel_wrong_axis cell=fp8 fails=test_fp8_qdq
-def fp8_qdq(x, per_channel=False, fmt="e4m3"):
-    x = x.double()
-    fmax = FORMAT_BITS[fmt][3]
-    amax = x.abs().amax(dim=0, keepdim=True) if per_channel else x.abs().max()
-    scale = torch.where(amax > 0, amax / fmax, 1.0)
-    return round_to_format(x / scale, fmt) * scale
-
-
-def sqnr_db(x, xhat):
-    x, xhat = x.double(), xhat.double()
-    return float(10 * torch.log10(x.pow(2).sum() / (x - xhat).pow(2).sum()))
+delete """FP8 quantise-dequantise with amax scaling, float64."""
+replace amax = x.abs().amax(dim=1, keepdim=True) if per_channel else x.abs().max() => amax = x.abs().amax(dim=0, keepdim=True) if per_channel else x.abs().max()
+delete """10·log10(Σx² / Σ(x − x̂)²)."""
 
 # %% mutant name=sqnr_amplitude_ratio cell=fp8 fails=test_sqnr
-def fp8_qdq(x, per_channel=False, fmt="e4m3"):
-    x = x.double()
-    fmax = FORMAT_BITS[fmt][3]
-    amax = x.abs().amax(dim=1, keepdim=True) if per_channel else x.abs().max()
-    scale = torch.where(amax > 0, amax / fmax, 1.0)
-    return round_to_format(x / scale, fmt) * scale
-
-
-def sqnr_db(x, xhat):
-    x, xhat = x.double(), xhat.double()
-    return float(20 * torch.log10(x.pow(2).sum() / (x - xhat).pow(2).sum()))
+delete """FP8 quantise-dequantise with amax scaling, float64."""
+delete """10·log10(Σx² / Σ(x − x̂)²)."""
+replace return float(10 * torch.log10(x.pow(2).sum() / (x - xhat).pow(2).sum())) => return float(20 * torch.log10(x.pow(2).sum() / (x - xhat).pow(2).sum()))
 
 # %% mutant name=nvfp4_missing_global_scale cell=nvfp4 fails=test_nvfp4
-def nvfp4_quantize(w, block=16):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    s_block = round_to_format(x.abs().amax(-1) / 6, "e4m3")
-    scale = s_block[..., None]
-    codes = e2m1_encode(torch.where(scale > 0, x / scale.clamp(min=1e-300), 0.0))
-    return pack_fp4(codes.reshape(rows, -1)), s_block, 1.0
-
-
-def nvfp4_dequantize(packed, s_block, s_global, cols, block=16):
-    rows = packed.shape[0]
-    vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * (s_block * s_global)[..., None]
-    return vals.reshape(rows, -1)[:, :cols]
-
-
-def mxfp4_qdq(w, block=32):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    amax = x.abs().amax(-1, keepdim=True)
-    scale = torch.exp2(torch.floor(torch.log2(torch.where(amax > 0, amax, 1.0))) - 2)
-    return (round_to_format(x / scale, "e2m1") * scale).reshape(rows, -1)[:, :cols]
+delete """NVFP4: (packed uint8 codes, E4M3 block scales, FP32 tensor scale)."""
+delete amax = x.abs().max().item()
+delete s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
+replace s_block = round_to_format(x.abs().amax(-1) / 6 / s_global, "e4m3") => s_block = round_to_format(x.abs().amax(-1) / 6, "e4m3")
+replace scale = (s_block * s_global)[..., None] => scale = s_block[..., None]
+replace return pack_fp4(codes.reshape(rows, -1)), s_block, s_global => return pack_fp4(codes.reshape(rows, -1)), s_block, 1.0
+delete """float64 [rows, cols] from nvfp4_quantize's output."""
+delete """MXFP4 (OCP rule) quantise-dequantise, float64."""
 
 # %% mutant name=nvfp4_block_scale_from_tensor_amax cell=nvfp4 fails=test_nvfp4
-def nvfp4_quantize(w, block=16):
+delete """NVFP4: (packed uint8 codes, E4M3 block scales, FP32 tensor scale)."""
+replace <<<
+    s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
+===
+    s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
+    row_amax = x.abs().amax(dim=(1, 2))[:, None].expand(rows, nb)  # per row, not per block
+>>>
+replace s_block = round_to_format(x.abs().amax(-1) / 6 / s_global, "e4m3") => s_block = round_to_format(row_amax / 6 / s_global, "e4m3")
+delete """float64 [rows, cols] from nvfp4_quantize's output."""
+delete """MXFP4 (OCP rule) quantise-dequantise, float64."""
+
+# %% mutant name=nvfp4_blocks_straddle_rows cell=nvfp4 fails=test_nvfp4
+delete """NVFP4: (packed uint8 codes, E4M3 block scales, FP32 tensor scale)."""
+replace <<<
     rows, cols = w.shape
     nb = -(-cols // block)
     x = torch.zeros(rows, nb * block, dtype=torch.float64)
     x[:, :cols] = w.double()
     x = x.view(rows, nb, block)
     amax = x.abs().max().item()
-    s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
-    row_amax = x.abs().amax(dim=(1, 2))[:, None].expand(rows, nb)  # per row, not per block
-    s_block = round_to_format(row_amax / 6 / s_global, "e4m3")
-    scale = (s_block * s_global)[..., None]
-    codes = e2m1_encode(torch.where(scale > 0, x / scale.clamp(min=1e-300), 0.0))
-    return pack_fp4(codes.reshape(rows, -1)), s_block, s_global
-
-
-def nvfp4_dequantize(packed, s_block, s_global, cols, block=16):
-    rows = packed.shape[0]
-    vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * (s_block * s_global)[..., None]
-    return vals.reshape(rows, -1)[:, :cols]
-
-
-def mxfp4_qdq(w, block=32):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    amax = x.abs().amax(-1, keepdim=True)
-    scale = torch.exp2(torch.floor(torch.log2(torch.where(amax > 0, amax, 1.0))) - 2)
-    return (round_to_format(x / scale, "e2m1") * scale).reshape(rows, -1)[:, :cols]
-
-# %% mutant name=nvfp4_blocks_straddle_rows cell=nvfp4 fails=test_nvfp4
-def nvfp4_quantize(w, block=16):
+===
     rows, cols = w.shape
     flat = w.double().reshape(-1)
     n = flat.numel()
@@ -289,7 +244,13 @@ def nvfp4_quantize(w, block=16):
     x[:n] = flat
     x = x.view(nb_total, block)
     amax = x.abs().max().item()
-    s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
+>>>
+replace <<<
+    s_block = round_to_format(x.abs().amax(-1) / 6 / s_global, "e4m3")
+    scale = (s_block * s_global)[..., None]
+    codes = e2m1_encode(torch.where(scale > 0, x / scale.clamp(min=1e-300), 0.0))
+    return pack_fp4(codes.reshape(rows, -1)), s_block, s_global
+===
     s_flat = round_to_format(x.abs().amax(-1) / 6 / s_global, "e4m3")
     scale = (s_flat * s_global)[:, None]
     vals = torch.where(scale > 0, x / scale.clamp(min=1e-300), 0.0).reshape(-1)[:n].view(rows, cols)
@@ -300,87 +261,23 @@ def nvfp4_quantize(w, block=16):
     s_block = F.pad(per_elem, (0, pad))[:, ::block] / s_global
     codes = e2m1_encode(vals)
     return pack_fp4(codes), s_block, s_global
-
-
-def nvfp4_dequantize(packed, s_block, s_global, cols, block=16):
-    rows = packed.shape[0]
-    vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * (s_block * s_global)[..., None]
-    return vals.reshape(rows, -1)[:, :cols]
-
-
-def mxfp4_qdq(w, block=32):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    amax = x.abs().amax(-1, keepdim=True)
-    scale = torch.exp2(torch.floor(torch.log2(torch.where(amax > 0, amax, 1.0))) - 2)
-    return (round_to_format(x / scale, "e2m1") * scale).reshape(rows, -1)[:, :cols]
+>>>
+delete """float64 [rows, cols] from nvfp4_quantize's output."""
+delete """MXFP4 (OCP rule) quantise-dequantise, float64."""
 
 # %% mutant name=nvfp4_block_scale_not_rounded_to_e4m3 cell=nvfp4 fails=test_nvfp4
-def nvfp4_quantize(w, block=16):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    amax = x.abs().max().item()
-    s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
-    s_block = x.abs().amax(-1) / 6 / s_global
-    scale = (s_block * s_global)[..., None]
-    codes = e2m1_encode(torch.where(scale > 0, x / scale.clamp(min=1e-300), 0.0))
-    return pack_fp4(codes.reshape(rows, -1)), s_block, s_global
-
-
-def nvfp4_dequantize(packed, s_block, s_global, cols, block=16):
-    rows = packed.shape[0]
-    vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * (s_block * s_global)[..., None]
-    return vals.reshape(rows, -1)[:, :cols]
-
-
-def mxfp4_qdq(w, block=32):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    amax = x.abs().amax(-1, keepdim=True)
-    scale = torch.exp2(torch.floor(torch.log2(torch.where(amax > 0, amax, 1.0))) - 2)
-    return (round_to_format(x / scale, "e2m1") * scale).reshape(rows, -1)[:, :cols]
+delete """NVFP4: (packed uint8 codes, E4M3 block scales, FP32 tensor scale)."""
+replace s_block = round_to_format(x.abs().amax(-1) / 6 / s_global, "e4m3") => s_block = x.abs().amax(-1) / 6 / s_global
+delete """float64 [rows, cols] from nvfp4_quantize's output."""
+delete """MXFP4 (OCP rule) quantise-dequantise, float64."""
 
 # %% mutant name=mxfp4_ceil_rule cell=nvfp4 fails=test_mxfp4
-def nvfp4_quantize(w, block=16):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    amax = x.abs().max().item()
-    s_global = float(torch.tensor(amax / (448 * 6) if amax > 0 else 1.0, dtype=torch.float32))
-    s_block = round_to_format(x.abs().amax(-1) / 6 / s_global, "e4m3")
-    scale = (s_block * s_global)[..., None]
-    codes = e2m1_encode(torch.where(scale > 0, x / scale.clamp(min=1e-300), 0.0))
-    return pack_fp4(codes.reshape(rows, -1)), s_block, s_global
+delete """NVFP4: (packed uint8 codes, E4M3 block scales, FP32 tensor scale)."""
+delete """float64 [rows, cols] from nvfp4_quantize's output."""
+delete """MXFP4 (OCP rule) quantise-dequantise, float64."""
+replace scale = torch.exp2(torch.floor(torch.log2(torch.where(amax > 0, amax, 1.0))) - 2) => scale = torch.exp2(torch.ceil(torch.log2(torch.where(amax > 0, amax, 6.0) / 6)))
 
-
-def nvfp4_dequantize(packed, s_block, s_global, cols, block=16):
-    rows = packed.shape[0]
-    vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * (s_block * s_global)[..., None]
-    return vals.reshape(rows, -1)[:, :cols]
-
-
-def mxfp4_qdq(w, block=32):
-    rows, cols = w.shape
-    nb = -(-cols // block)
-    x = torch.zeros(rows, nb * block, dtype=torch.float64)
-    x[:, :cols] = w.double()
-    x = x.view(rows, nb, block)
-    amax = x.abs().amax(-1, keepdim=True)
-    scale = torch.exp2(torch.ceil(torch.log2(torch.where(amax > 0, amax, 6.0) / 6)))
-    return (round_to_format(x / scale, "e2m1") * scale).reshape(rows, -1)[:, :cols]
-
-# %% mutant name=nvfp4_variant cell=nvfp4 fails=
+# %% variant name=nvfp4_variant cell=nvfp4
 def nvfp4_quantize(w, block=16):
     rows, cols = w.shape
     x = F.pad(w.double(), (0, (-cols) % block)).reshape(rows, -1, block)
@@ -409,52 +306,56 @@ def mxfp4_qdq(w, block=32):
     return (round_to_format(x / s, "e2m1") * s).flatten(1)[:, :cols]
 
 # %% mutant name=lm_head_quantised_too cell=fakequant fails=test_fake_quant
-def fake_quantize_linears(model, qdq):
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            with torch.no_grad():
-                module.weight.copy_(qdq(module.weight.detach()).to(module.weight.dtype))
-            names.append(name)
-    return names
-
-
-def perplexity(model, ids):
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits
-    logp = torch.log_softmax(logits[:, :-1].double(), -1)
-    return math.exp(-logp.gather(-1, ids[:, 1:, None]).mean().item())
+delete """Quantise-dequantise every Linear weight inside the decoder layers, in place; return their names."""
+replace if isinstance(module, torch.nn.Linear) and "layers." in name: => if isinstance(module, torch.nn.Linear):
+delete """exp(mean next-token cross-entropy)."""
+replace nll = -logp.gather(-1, ids[:, 1:, None]).mean() => return math.exp(-logp.gather(-1, ids[:, 1:, None]).mean().item())
+delete return math.exp(nll.item())
 
 # %% mutant name=perplexity_not_shifted cell=fakequant fails=test_perplexity
-def fake_quantize_linears(model, qdq):
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and "layers." in name:
-            with torch.no_grad():
-                module.weight.copy_(qdq(module.weight.detach()).to(module.weight.dtype))
-            names.append(name)
-    return names
-
-
-def perplexity(model, ids):
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits
-    logp = torch.log_softmax(logits.double(), -1)
-    return math.exp(-logp.gather(-1, ids[..., None]).mean().item())
+delete """Quantise-dequantise every Linear weight inside the decoder layers, in place; return their names."""
+delete """exp(mean next-token cross-entropy)."""
+replace logp = torch.log_softmax(logits[:, :-1].double(), -1) => logp = torch.log_softmax(logits.double(), -1)
+replace nll = -logp.gather(-1, ids[:, 1:, None]).mean() => return math.exp(-logp.gather(-1, ids[..., None]).mean().item())
+delete return math.exp(nll.item())
 
 # %% mutant name=kv_query_quantised_too cell=kv fails=test_kv
-def fp8_kv_attention(q, k, v):
+replace <<<
+    """Causal attention with K and V quantised to FP8 E4M3 (one scale each)."""
+    q, kq, vq = q.double(), fp8_qdq(k), fp8_qdq(v)
+    L = q.shape[-2]
+    scores = q @ kq.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    mask = torch.ones(L, kq.shape[-2], dtype=torch.bool).tril()
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ vq
+===
     return F.scaled_dot_product_attention(fp8_qdq(q), fp8_qdq(k), fp8_qdq(v), is_causal=True)
+>>>
 
 # %% mutant name=kv_one_scale_for_k_and_v cell=kv fails=test_kv
-def fp8_kv_attention(q, k, v):
+replace <<<
+    """Causal attention with K and V quantised to FP8 E4M3 (one scale each)."""
+    q, kq, vq = q.double(), fp8_qdq(k), fp8_qdq(v)
+    L = q.shape[-2]
+    scores = q @ kq.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    mask = torch.ones(L, kq.shape[-2], dtype=torch.bool).tril()
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ vq
+===
     kv = fp8_qdq(torch.stack([k.double(), v.double()]).reshape(2, -1)).reshape(2, *k.shape)
     return F.scaled_dot_product_attention(q.double(), kv[0], kv[1], is_causal=True)
+>>>
 
 # %% mutant name=kv_not_causal cell=kv fails=test_kv
-def fp8_kv_attention(q, k, v):
+replace <<<
+    """Causal attention with K and V quantised to FP8 E4M3 (one scale each)."""
+    q, kq, vq = q.double(), fp8_qdq(k), fp8_qdq(v)
+    L = q.shape[-2]
+    scores = q @ kq.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    mask = torch.ones(L, kq.shape[-2], dtype=torch.bool).tril()
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ vq
+===
     return F.scaled_dot_product_attention(q.double(), fp8_qdq(k), fp8_qdq(v))
+>>>
 
-# %% mutant name=kv_variant_sdpa cell=kv fails=
+# %% variant name=kv_variant_sdpa cell=kv
 def fp8_kv_attention(q, k, v):
     return F.scaled_dot_product_attention(q.double(), fp8_qdq(k), fp8_qdq(v), is_causal=True)

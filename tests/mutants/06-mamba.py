@@ -1,15 +1,23 @@
 # Plausible mistakes for 06-mamba (see tests/test_mutants.py for the format).
 
 # %% mutant name=euler_not_zoh cell=discretize fails=test_discretize
-def discretize_zoh(A, B, dt):
+replace <<<
+    """Zero-order hold: (exp(dt A), A^-1 (exp(dt A) - I) B)."""
+    Abar = torch.linalg.matrix_exp(dt * A)
+    eye = torch.eye(A.shape[0], dtype=A.dtype)
+    Bbar = torch.linalg.solve(A, (Abar - eye) @ B)
+    return Abar, Bbar
+===
     return torch.linalg.matrix_exp(dt * A), dt * B
+>>>
 
 # %% mutant name=zoh_without_inverse cell=discretize fails=test_discretize
-def discretize_zoh(A, B, dt):
-    Abar = torch.linalg.matrix_exp(dt * A)
-    return Abar, (Abar - torch.eye(A.shape[0], dtype=A.dtype)) @ B
+delete """Zero-order hold: (exp(dt A), A^-1 (exp(dt A) - I) B)."""
+replace eye = torch.eye(A.shape[0], dtype=A.dtype) => return Abar, (Abar - torch.eye(A.shape[0], dtype=A.dtype)) @ B
+delete Bbar = torch.linalg.solve(A, (Abar - eye) @ B)
+delete return Abar, Bbar
 
-# %% mutant name=van_loan_variant cell=discretize fails=
+# %% variant name=van_loan_variant cell=discretize
 def discretize_zoh(A, B, dt):
     # the augmented matrix exponential exp([[A, B], [0, 0]] dt) = [[Abar, Bbar], [0, I]]
     n = A.shape[0]
@@ -20,37 +28,54 @@ def discretize_zoh(A, B, dt):
     return E[:n, :n], E[:n, n:].reshape(B.shape)
 
 # %% mutant name=conv_not_causal cell=conv_view fails=test_conv_view
-def ssm_kernel(Abar, Bbar, C, L):
+replace <<<
+    """K_k = C Abar^k Bbar for k = 0..L-1."""
+    out, v = [], Bbar.clone()
+    for _ in range(L):
+        out.append(C @ v)
+        v = Abar @ v
+    return torch.stack(out)
+===
     return torch.stack([C @ torch.linalg.matrix_power(Abar, k) @ Bbar for k in range(L)])
-
-
-def causal_conv(K, u):
-    L = u.shape[-1]
-    flat = u.reshape(-1, 1, L)
+>>>
+delete """y_t = sum_{k<=t} K_k u_{t-k} along the last axis of u."""
+replace <<<
+    y = F.conv1d(F.pad(flat, (L - 1, 0)), K.flip(0).reshape(1, 1, -1))
+===
     y = F.conv1d(flat, K.flip(0).reshape(1, 1, -1), padding=L // 2)[..., :L]  # centred, sees the future
-    return y.reshape(u.shape)
+>>>
 
 # %% mutant name=kernel_not_flipped cell=conv_view fails=test_conv_view
-def ssm_kernel(Abar, Bbar, C, L):
+replace <<<
+    """K_k = C Abar^k Bbar for k = 0..L-1."""
+    out, v = [], Bbar.clone()
+    for _ in range(L):
+        out.append(C @ v)
+        v = Abar @ v
+    return torch.stack(out)
+===
     return torch.stack([C @ torch.linalg.matrix_power(Abar, k) @ Bbar for k in range(L)])
-
-
-def causal_conv(K, u):
-    L = u.shape[-1]
-    y = F.conv1d(F.pad(u.reshape(-1, 1, L), (L - 1, 0)), K.reshape(1, 1, -1))  # cross-correlation
-    return y.reshape(u.shape)
+>>>
+delete """y_t = sum_{k<=t} K_k u_{t-k} along the last axis of u."""
+delete flat = u.reshape(-1, 1, L)
+replace y = F.conv1d(F.pad(flat, (L - 1, 0)), K.flip(0).reshape(1, 1, -1)) => y = F.conv1d(F.pad(u.reshape(-1, 1, L), (L - 1, 0)), K.reshape(1, 1, -1))  # cross-correlation
 
 # %% mutant name=kernel_off_by_one cell=conv_view fails=test_conv_view
-def ssm_kernel(Abar, Bbar, C, L):
+replace <<<
+    """K_k = C Abar^k Bbar for k = 0..L-1."""
+    out, v = [], Bbar.clone()
+    for _ in range(L):
+        out.append(C @ v)
+        v = Abar @ v
+    return torch.stack(out)
+===
     return torch.stack([C @ torch.linalg.matrix_power(Abar, k + 1) @ Bbar for k in range(L)])
+>>>
+delete """y_t = sum_{k<=t} K_k u_{t-k} along the last axis of u."""
+delete flat = u.reshape(-1, 1, L)
+replace y = F.conv1d(F.pad(flat, (L - 1, 0)), K.flip(0).reshape(1, 1, -1)) => y = F.conv1d(F.pad(u.reshape(-1, 1, L), (L - 1, 0)), K.flip(0).reshape(1, 1, -1))
 
-
-def causal_conv(K, u):
-    L = u.shape[-1]
-    y = F.conv1d(F.pad(u.reshape(-1, 1, L), (L - 1, 0)), K.flip(0).reshape(1, 1, -1))
-    return y.reshape(u.shape)
-
-# %% mutant name=fft_conv_variant cell=conv_view fails=
+# %% variant name=fft_conv_variant cell=conv_view
 def ssm_kernel(Abar, Bbar, C, L):
     powers, v = [], Bbar
     for _ in range(L):
@@ -66,73 +91,52 @@ def causal_conv(K, u):
     return y[..., :L]
 
 # %% mutant name=no_softplus cell=selective_scan fails=test_selective_scan,test_mixer
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(u.shape[-1]):
-        x = torch.exp(delta[:, :, t, None] * A) * x + delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
-        ys.append((x * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, -1)
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * F.silu(z)
-    return y, x
+delete """Mamba's selective scan, one position at a time; returns (y, last_state)."""
+delete delta = F.softplus(delta)
+delete batch, d, L = u.shape
+replace x = torch.zeros(batch, d, A.shape[1], dtype=u.dtype) => x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
+replace for t in range(L): => for t in range(u.shape[-1]):
+delete dA = torch.exp(delta[:, :, t, None] * A)
+replace dBu = delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None] => x = torch.exp(delta[:, :, t, None] * A) * x + delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
+delete x = dA * x + dBu
 
 # %% mutant name=bbar_is_b cell=selective_scan fails=test_selective_scan,test_mixer
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    delta = F.softplus(delta)
-    x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(u.shape[-1]):
-        x = torch.exp(delta[:, :, t, None] * A) * x + B[:, None, :, t] * u[:, :, t, None]
-        ys.append((x * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, -1)
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * F.silu(z)
-    return y, x
+delete """Mamba's selective scan, one position at a time; returns (y, last_state)."""
+delete batch, d, L = u.shape
+replace x = torch.zeros(batch, d, A.shape[1], dtype=u.dtype) => x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
+replace for t in range(L): => for t in range(u.shape[-1]):
+delete dA = torch.exp(delta[:, :, t, None] * A)
+replace dBu = delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None] => x = torch.exp(delta[:, :, t, None] * A) * x + B[:, None, :, t] * u[:, :, t, None]
+delete x = dA * x + dBu
 
 # %% mutant name=bias_after_softplus cell=selective_scan fails=test_selective_scan,test_mixer
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
+replace <<<
+    """Mamba's selective scan, one position at a time; returns (y, last_state)."""
+===
     delta = F.softplus(delta)
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(u.shape[-1]):
-        x = torch.exp(delta[:, :, t, None] * A) * x + delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
-        ys.append((x * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, -1)
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * F.silu(z)
-    return y, x
+>>>
+replace <<<
+    delta = F.softplus(delta)
+    batch, d, L = u.shape
+===
+>>>
+replace x = torch.zeros(batch, d, A.shape[1], dtype=u.dtype) => x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
+replace for t in range(L): => for t in range(u.shape[-1]):
+delete dA = torch.exp(delta[:, :, t, None] * A)
+replace dBu = delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None] => x = torch.exp(delta[:, :, t, None] * A) * x + delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
+delete x = dA * x + dBu
 
 # %% mutant name=gate_is_sigmoid cell=selective_scan fails=test_selective_scan,test_mixer
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    delta = F.softplus(delta)
-    x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(u.shape[-1]):
-        x = torch.exp(delta[:, :, t, None] * A) * x + delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
-        ys.append((x * C[:, None, :, t]).sum(-1))
-    y = torch.stack(ys, -1)
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * torch.sigmoid(z)
-    return y, x
+delete """Mamba's selective scan, one position at a time; returns (y, last_state)."""
+delete batch, d, L = u.shape
+replace x = torch.zeros(batch, d, A.shape[1], dtype=u.dtype) => x = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=u.dtype)
+replace for t in range(L): => for t in range(u.shape[-1]):
+delete dA = torch.exp(delta[:, :, t, None] * A)
+replace dBu = delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None] => x = torch.exp(delta[:, :, t, None] * A) * x + delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None]
+delete x = dA * x + dBu
+replace y = y * F.silu(z) => y = y * torch.sigmoid(z)
 
-# %% mutant name=einsum_variant cell=selective_scan fails=
+# %% variant name=einsum_variant cell=selective_scan
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
     dt = F.softplus(delta if delta_bias is None else delta + delta_bias.unsqueeze(-1))
     dA = torch.exp(torch.einsum("bdl,dn->bldn", dt, A))
@@ -148,39 +152,40 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
     return y, state
 
 # %% mutant name=scan_looks_ahead cell=parallel_scan fails=test_parallel_scan
-def parallel_scan(a, b):
-    L, s = b.shape[-1], 1
+delete """x_t = a_t x_{t-1} + b_t along the last axis in O(log L) Hillis-Steele steps."""
+replace <<<
+    while s < L:
+===
     while s < L:  # combines each position with the one s *after* it
-        b = torch.cat([a[..., :-s] * b[..., s:] + b[..., :-s], b[..., -s:]], -1)
-        a = torch.cat([a[..., :-s] * a[..., s:], a[..., -s:]], -1)
-        s *= 2
-    return b
+>>>
+replace b = torch.cat([b[..., :s], a[..., s:] * b[..., :-s] + b[..., s:]], -1) => b = torch.cat([a[..., :-s] * b[..., s:] + b[..., :-s], b[..., -s:]], -1)
+replace a = torch.cat([a[..., :s], a[..., s:] * a[..., :-s]], -1) => a = torch.cat([a[..., :-s] * a[..., s:], a[..., -s:]], -1)
 
 # %% mutant name=scan_wrong_combine cell=parallel_scan fails=test_parallel_scan
-def parallel_scan(a, b):
-    L, s = b.shape[-1], 1
-    while s < L:
-        b = torch.cat([b[..., :s], a[..., :-s] * b[..., :-s] + b[..., s:]], -1)  # the earlier a, not the later
-        a = torch.cat([a[..., :s], a[..., s:] * a[..., :-s]], -1)
-        s *= 2
-    return b
+delete """x_t = a_t x_{t-1} + b_t along the last axis in O(log L) Hillis-Steele steps."""
+replace b = torch.cat([b[..., :s], a[..., s:] * b[..., :-s] + b[..., s:]], -1) => b = torch.cat([b[..., :s], a[..., :-s] * b[..., :-s] + b[..., s:]], -1)  # the earlier a, not the later
 
 # %% mutant name=scan_a_not_updated cell=parallel_scan fails=test_parallel_scan
-def parallel_scan(a, b):
+delete """x_t = a_t x_{t-1} + b_t along the last axis in O(log L) Hillis-Steele steps."""
+delete a = torch.cat([a[..., :s], a[..., s:] * a[..., :-s]], -1)
+
+# %% mutant name=scan_is_sequential cell=parallel_scan fails=test_parallel_scan
+replace <<<
+    """x_t = a_t x_{t-1} + b_t along the last axis in O(log L) Hillis-Steele steps."""
     L, s = b.shape[-1], 1
     while s < L:
         b = torch.cat([b[..., :s], a[..., s:] * b[..., :-s] + b[..., s:]], -1)
+        a = torch.cat([a[..., :s], a[..., s:] * a[..., :-s]], -1)
         s *= 2
     return b
-
-# %% mutant name=scan_is_sequential cell=parallel_scan fails=test_parallel_scan
-def parallel_scan(a, b):
+===
     out = [b[..., 0]]
     for t in range(1, b.shape[-1]):
         out.append(a[..., t] * out[-1] + b[..., t])
     return torch.stack(out, -1)
+>>>
 
-# %% mutant name=blelloch_variant cell=parallel_scan fails=
+# %% variant name=blelloch_variant cell=parallel_scan
 def parallel_scan(a, b):
     # Blelloch-style: up-sweep on pairs, recurse on the half-length problem, then fill in the odd positions
     L = b.shape[-1]
@@ -197,61 +202,29 @@ def parallel_scan(a, b):
     return out
 
 # %% mutant name=A_not_negated cell=mixer fails=test_mixer
-def mamba_mixer(x, sd):
-    d, n = sd["A_log"].shape
-    rank, k = sd["dt_proj.weight"].shape[1], sd["conv1d.weight"].shape[-1]
-    L = x.shape[1]
-    xz = F.linear(x, sd["in_proj.weight"], sd.get("in_proj.bias")).transpose(1, 2)
-    h, z = xz[:, :d], xz[:, d:]
-    h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L])
-    dt, B, C = torch.split(F.linear(h.transpose(1, 2), sd["x_proj.weight"]), [rank, n, n], dim=-1)
-    delta = F.linear(dt, sd["dt_proj.weight"]).transpose(1, 2)
-    A = torch.exp(sd["A_log"])
-    y, _ = selective_scan(h, delta, A, B.transpose(1, 2), C.transpose(1, 2), sd["D"], z, sd["dt_proj.bias"])
-    return F.linear(y.transpose(1, 2), sd["out_proj.weight"], sd.get("out_proj.bias"))
+delete """MambaMixer forward from its state dict: (batch, L, hidden) -> (batch, L, hidden)."""
+replace h = F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L] => h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L])
+delete h = F.silu(h)
+replace A = -torch.exp(sd["A_log"]) => A = torch.exp(sd["A_log"])
 
 # %% mutant name=mixer_conv_not_causal cell=mixer fails=test_mixer
-def mamba_mixer(x, sd):
-    d, n = sd["A_log"].shape
-    rank, k = sd["dt_proj.weight"].shape[1], sd["conv1d.weight"].shape[-1]
-    xz = F.linear(x, sd["in_proj.weight"], sd.get("in_proj.bias")).transpose(1, 2)
-    h, z = xz[:, :d], xz[:, d:]
-    h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding="same", groups=d))
-    dt, B, C = torch.split(F.linear(h.transpose(1, 2), sd["x_proj.weight"]), [rank, n, n], dim=-1)
-    delta = F.linear(dt, sd["dt_proj.weight"]).transpose(1, 2)
-    A = -torch.exp(sd["A_log"])
-    y, _ = selective_scan(h, delta, A, B.transpose(1, 2), C.transpose(1, 2), sd["D"], z, sd["dt_proj.bias"])
-    return F.linear(y.transpose(1, 2), sd["out_proj.weight"], sd.get("out_proj.bias"))
+delete """MambaMixer forward from its state dict: (batch, L, hidden) -> (batch, L, hidden)."""
+delete L = x.shape[1]
+replace h = F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L] => h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding="same", groups=d))
+delete h = F.silu(h)
 
 # %% mutant name=mixer_conv_keeps_last_outputs cell=mixer fails=test_mixer
-def mamba_mixer(x, sd):
-    d, n = sd["A_log"].shape
-    rank, k = sd["dt_proj.weight"].shape[1], sd["conv1d.weight"].shape[-1]
-    L = x.shape[1]
-    xz = F.linear(x, sd["in_proj.weight"], sd.get("in_proj.bias")).transpose(1, 2)
-    h, z = xz[:, :d], xz[:, d:]
-    h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., -L:])
-    dt, B, C = torch.split(F.linear(h.transpose(1, 2), sd["x_proj.weight"]), [rank, n, n], dim=-1)
-    delta = F.linear(dt, sd["dt_proj.weight"]).transpose(1, 2)
-    A = -torch.exp(sd["A_log"])
-    y, _ = selective_scan(h, delta, A, B.transpose(1, 2), C.transpose(1, 2), sd["D"], z, sd["dt_proj.bias"])
-    return F.linear(y.transpose(1, 2), sd["out_proj.weight"], sd.get("out_proj.bias"))
+delete """MambaMixer forward from its state dict: (batch, L, hidden) -> (batch, L, hidden)."""
+replace h = F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L] => h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., -L:])
+delete h = F.silu(h)
 
 # %% mutant name=mixer_dt_bias_forgotten cell=mixer fails=test_mixer
-def mamba_mixer(x, sd):
-    d, n = sd["A_log"].shape
-    rank, k = sd["dt_proj.weight"].shape[1], sd["conv1d.weight"].shape[-1]
-    L = x.shape[1]
-    xz = F.linear(x, sd["in_proj.weight"], sd.get("in_proj.bias")).transpose(1, 2)
-    h, z = xz[:, :d], xz[:, d:]
-    h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L])
-    dt, B, C = torch.split(F.linear(h.transpose(1, 2), sd["x_proj.weight"]), [rank, n, n], dim=-1)
-    delta = F.linear(dt, sd["dt_proj.weight"]).transpose(1, 2)
-    A = -torch.exp(sd["A_log"])
-    y, _ = selective_scan(h, delta, A, B.transpose(1, 2), C.transpose(1, 2), sd["D"], z)
-    return F.linear(y.transpose(1, 2), sd["out_proj.weight"], sd.get("out_proj.bias"))
+delete """MambaMixer forward from its state dict: (batch, L, hidden) -> (batch, L, hidden)."""
+replace h = F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L] => h = F.silu(F.conv1d(h, sd["conv1d.weight"], sd.get("conv1d.bias"), padding=k - 1, groups=d)[..., :L])
+delete h = F.silu(h)
+replace y, _ = selective_scan(h, delta, A, B.transpose(1, 2), C.transpose(1, 2), sd["D"], z, sd["dt_proj.bias"]) => y, _ = selective_scan(h, delta, A, B.transpose(1, 2), C.transpose(1, 2), sd["D"], z)
 
-# %% mutant name=mixer_manual_conv_variant cell=mixer fails=
+# %% variant name=mixer_manual_conv_variant cell=mixer
 def mamba_mixer(x, sd):
     W_in, W_x = sd["in_proj.weight"], sd["x_proj.weight"]
     d, n = sd["A_log"].shape
@@ -272,45 +245,30 @@ def mamba_mixer(x, sd):
     return out + sd["out_proj.bias"] if "out_proj.bias" in sd else out
 
 # %% mutant name=state_forgets_conv cell=memory fails=test_state_bytes
-def recurrent_state_bytes(cfg, batch=1, bytes_per_value=2.0):
-    d = cfg["expand"] * cfg["hidden_size"]
-    return cfg["num_hidden_layers"] * d * cfg["state_size"] * batch * bytes_per_value
-
-
-def kv_cache_bytes(cfg, context, batch=1, bytes_per_value=2.0):
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * hd * context * batch * bytes_per_value
+delete """Conv + SSM state bytes of a Mamba model, all layers, `batch` sequences (independent of the context)."""
+replace d = int(cfg["expand"] * cfg["hidden_size"]) => d = cfg["expand"] * cfg["hidden_size"]
+replace return cfg["num_hidden_layers"] * d * (cfg["conv_kernel"] + cfg["state_size"]) * batch * bytes_per_value => return cfg["num_hidden_layers"] * d * cfg["state_size"] * batch * bytes_per_value
+delete """KV-cache bytes of a Llama-style model for `batch` sequences of `context` tokens."""
 
 # %% mutant name=state_uses_hidden_not_inner cell=memory fails=test_state_bytes
-def recurrent_state_bytes(cfg, batch=1, bytes_per_value=2.0):
-    d = cfg["hidden_size"]
-    return cfg["num_hidden_layers"] * d * (cfg["conv_kernel"] + cfg["state_size"]) * batch * bytes_per_value
-
-
-def kv_cache_bytes(cfg, context, batch=1, bytes_per_value=2.0):
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * hd * context * batch * bytes_per_value
+delete """Conv + SSM state bytes of a Mamba model, all layers, `batch` sequences (independent of the context)."""
+replace d = int(cfg["expand"] * cfg["hidden_size"]) => d = cfg["hidden_size"]
+delete """KV-cache bytes of a Llama-style model for `batch` sequences of `context` tokens."""
 
 # %% mutant name=kv_query_heads cell=memory fails=test_kv_bytes
-def recurrent_state_bytes(cfg, batch=1, bytes_per_value=2.0):
-    d = cfg["expand"] * cfg["hidden_size"]
-    return cfg["num_hidden_layers"] * d * (cfg["conv_kernel"] + cfg["state_size"]) * batch * bytes_per_value
-
-
-def kv_cache_bytes(cfg, context, batch=1, bytes_per_value=2.0):
-    return 2 * cfg["num_hidden_layers"] * cfg["hidden_size"] * context * batch * bytes_per_value
+delete """Conv + SSM state bytes of a Mamba model, all layers, `batch` sequences (independent of the context)."""
+replace d = int(cfg["expand"] * cfg["hidden_size"]) => d = cfg["expand"] * cfg["hidden_size"]
+delete """KV-cache bytes of a Llama-style model for `batch` sequences of `context` tokens."""
+delete hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+replace return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * hd * context * batch * bytes_per_value => return 2 * cfg["num_hidden_layers"] * cfg["hidden_size"] * context * batch * bytes_per_value
 
 # %% mutant name=kv_head_dim_ignored cell=memory fails=test_kv_bytes
-def recurrent_state_bytes(cfg, batch=1, bytes_per_value=2.0):
-    d = cfg["expand"] * cfg["hidden_size"]
-    return cfg["num_hidden_layers"] * d * (cfg["conv_kernel"] + cfg["state_size"]) * batch * bytes_per_value
+delete """Conv + SSM state bytes of a Mamba model, all layers, `batch` sequences (independent of the context)."""
+replace d = int(cfg["expand"] * cfg["hidden_size"]) => d = cfg["expand"] * cfg["hidden_size"]
+delete """KV-cache bytes of a Llama-style model for `batch` sequences of `context` tokens."""
+replace hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"] => hd = cfg["hidden_size"] // cfg["num_attention_heads"]
 
-
-def kv_cache_bytes(cfg, context, batch=1, bytes_per_value=2.0):
-    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
-    return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * hd * context * batch * bytes_per_value
-
-# %% mutant name=memory_via_planner_variant cell=memory fails=
+# %% variant name=memory_via_planner_variant cell=memory
 def recurrent_state_bytes(cfg, batch=1, bytes_per_value=2.0):
     inner = int(cfg["expand"] * cfg["hidden_size"])
     conv = inner * cfg["conv_kernel"]

@@ -1,294 +1,345 @@
 # Plausible mistakes for 07-safety (see tests/test_mutants.py for the format).
 
 # %% mutant name=asr_overall_is_mean_of_categories cell=redteam fails=test_attack_success_rate
-def expand_attacks(templates, seeds, mutators):
+replace <<<
+    """Every template x seed x mutator, as attack dicts."""
+    attacks = []
+    for ti, t in enumerate(templates):
+        for si, s in enumerate(seeds):
+            for name, mutate in mutators.items():
+                attacks.append({
+                    "category": t["category"], "template": ti, "seed": si, "mutator": name,
+                    "prompt": mutate(t["prompt"].format(**s)),
+                    "document": t["document"].format(**s) if t.get("document") else None,
+                })
+    return attacks
+===
     return [{"category": t["category"], "template": ti, "seed": si, "mutator": n,
              "prompt": m(t["prompt"].format(**s)),
              "document": t["document"].format(**s) if t.get("document") else None}
             for ti, t in enumerate(templates) for si, s in enumerate(seeds) for n, m in mutators.items()]
-
-
-def attack_success_rate(target, attacks, judge):
+>>>
+replace <<<
+    """ASR per category and overall."""
+    wins, counts = {}, {}
+===
     hits = {}
-    for a in attacks:
-        docs = [a["document"]] if a.get("document") else []
-        hits.setdefault(a["category"], []).append(bool(judge(target(a["prompt"], docs), a)))
+>>>
+replace ok = bool(judge(target(a["prompt"], docs), a)) => hits.setdefault(a["category"], []).append(bool(judge(target(a["prompt"], docs), a)))
+replace <<<
+        wins[a["category"]] = wins.get(a["category"], 0) + ok
+        counts[a["category"]] = counts.get(a["category"], 0) + 1
+    rates = {c: wins[c] / counts[c] for c in counts}
+===
     rates = {c: sum(v) / len(v) for c, v in hits.items()}
-    rates["overall"] = sum(rates.values()) / len(rates)
-    return rates
+>>>
+replace rates["overall"] = sum(wins.values()) / sum(counts.values()) => rates["overall"] = sum(rates.values()) / len(rates)
 
 # %% mutant name=asr_documents_dropped cell=redteam fails=test_attack_success_rate
-def expand_attacks(templates, seeds, mutators):
+replace <<<
+    """Every template x seed x mutator, as attack dicts."""
+    attacks = []
+    for ti, t in enumerate(templates):
+        for si, s in enumerate(seeds):
+            for name, mutate in mutators.items():
+                attacks.append({
+                    "category": t["category"], "template": ti, "seed": si, "mutator": name,
+                    "prompt": mutate(t["prompt"].format(**s)),
+                    "document": t["document"].format(**s) if t.get("document") else None,
+                })
+    return attacks
+===
     return [{"category": t["category"], "template": ti, "seed": si, "mutator": n,
              "prompt": m(t["prompt"].format(**s)),
              "document": t["document"].format(**s) if t.get("document") else None}
             for ti, t in enumerate(templates) for si, s in enumerate(seeds) for n, m in mutators.items()]
-
-
-def attack_success_rate(target, attacks, judge):
+>>>
+replace <<<
+    """ASR per category and overall."""
+    wins, counts = {}, {}
+===
     hits = {}
-    for a in attacks:
-        hits.setdefault(a["category"], []).append(bool(judge(target(a["prompt"], []), a)))
+>>>
+delete docs = [a["document"]] if a.get("document") else []
+replace ok = bool(judge(target(a["prompt"], docs), a)) => hits.setdefault(a["category"], []).append(bool(judge(target(a["prompt"], []), a)))
+replace <<<
+        wins[a["category"]] = wins.get(a["category"], 0) + ok
+        counts[a["category"]] = counts.get(a["category"], 0) + 1
+    rates = {c: wins[c] / counts[c] for c in counts}
+===
     rates = {c: sum(v) / len(v) for c, v in hits.items()}
-    rates["overall"] = sum(sum(v) for v in hits.values()) / len(attacks)
-    return rates
+>>>
+replace rates["overall"] = sum(wins.values()) / sum(counts.values()) => rates["overall"] = sum(sum(v) for v in hits.values()) / len(attacks)
 
 # %% mutant name=mutator_applied_to_document_too cell=redteam fails=test_expand_attacks
-def expand_attacks(templates, seeds, mutators):
+replace <<<
+    """Every template x seed x mutator, as attack dicts."""
+    attacks = []
+    for ti, t in enumerate(templates):
+        for si, s in enumerate(seeds):
+            for name, mutate in mutators.items():
+                attacks.append({
+                    "category": t["category"], "template": ti, "seed": si, "mutator": name,
+                    "prompt": mutate(t["prompt"].format(**s)),
+                    "document": t["document"].format(**s) if t.get("document") else None,
+                })
+    return attacks
+===
     return [{"category": t["category"], "template": ti, "seed": si, "mutator": n,
              "prompt": m(t["prompt"].format(**s)),
              "document": m(t["document"].format(**s)) if t.get("document") else None}
             for ti, t in enumerate(templates) for si, s in enumerate(seeds) for n, m in mutators.items()]
-
-
-def attack_success_rate(target, attacks, judge):
+>>>
+replace <<<
+    """ASR per category and overall."""
+    wins, counts = {}, {}
+===
     hits = {}
-    for a in attacks:
-        docs = [a["document"]] if a.get("document") else []
-        hits.setdefault(a["category"], []).append(bool(judge(target(a["prompt"], docs), a)))
+>>>
+replace ok = bool(judge(target(a["prompt"], docs), a)) => hits.setdefault(a["category"], []).append(bool(judge(target(a["prompt"], docs), a)))
+replace <<<
+        wins[a["category"]] = wins.get(a["category"], 0) + ok
+        counts[a["category"]] = counts.get(a["category"], 0) + 1
+    rates = {c: wins[c] / counts[c] for c in counts}
+===
     rates = {c: sum(v) / len(v) for c, v in hits.items()}
-    rates["overall"] = sum(sum(v) for v in hits.values()) / len(attacks)
-    return rates
+>>>
+replace rates["overall"] = sum(wins.values()) / sum(counts.values()) => rates["overall"] = sum(sum(v) for v in hits.values()) / len(attacks)
 
 # %% mutant name=luhn_doubles_from_the_left cell=pii fails=test_luhn
-def luhn_valid(number):
-    digits = str(number).replace(" ", "").replace("-", "")
-    if not digits.isdigit() or not 12 <= len(digits) <= 19:
-        return False
-    total = 0
-    for i, ch in enumerate(digits):
-        d = int(ch) * (2 if i % 2 == 0 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def redact_pii(text):
-    text = re.sub(r"\b[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b", "[EMAIL]", text)
-    text = re.sub(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])",
-                  lambda m: "[CARD]" if luhn_valid(m.group()) else m.group(), text)
-    phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"
-             r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
-    return re.sub(phone, "[PHONE]", text)
+delete """Luhn check of a card number written with optional spaces or dashes."""
+replace for i, ch in enumerate(reversed(digits)): => for i, ch in enumerate(digits):
+replace d = int(ch) * (2 if i % 2 else 1) => d = int(ch) * (2 if i % 2 == 0 else 1)
+delete """Replace emails, Luhn-valid card numbers and phone numbers with [EMAIL], [CARD], [PHONE]."""
 
 # %% mutant name=luhn_forgets_minus_nine cell=pii fails=test_luhn
-def luhn_valid(number):
-    digits = str(number).replace(" ", "").replace("-", "")
-    if not digits.isdigit() or not 12 <= len(digits) <= 19:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        total += int(ch) * (2 if i % 2 else 1)
-    return total % 10 == 0
-
-
-def redact_pii(text):
-    text = re.sub(r"\b[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b", "[EMAIL]", text)
-    text = re.sub(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])",
-                  lambda m: "[CARD]" if luhn_valid(m.group()) else m.group(), text)
-    phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"
-             r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
-    return re.sub(phone, "[PHONE]", text)
+delete """Luhn check of a card number written with optional spaces or dashes."""
+replace d = int(ch) * (2 if i % 2 else 1) => total += int(ch) * (2 if i % 2 else 1)
+delete total += d - 9 if d > 9 else d
+delete """Replace emails, Luhn-valid card numbers and phone numbers with [EMAIL], [CARD], [PHONE]."""
 
 # %% mutant name=pii_misses_formats cell=pii fails=test_redact_pii
-def luhn_valid(number):
-    digits = str(number).replace(" ", "").replace("-", "")
-    if not digits.isdigit() or not 12 <= len(digits) <= 19:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def redact_pii(text):
-    text = re.sub(r"\b[A-Za-z0-9._]+@[A-Za-z0-9-]+\.[A-Za-z]{2,}\b", "[EMAIL]", text)
+delete """Luhn check of a card number written with optional spaces or dashes."""
+delete """Replace emails, Luhn-valid card numbers and phone numbers with [EMAIL], [CARD], [PHONE]."""
+replace text = re.sub(r"\b[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b", "[EMAIL]", text) => text = re.sub(r"\b[A-Za-z0-9._]+@[A-Za-z0-9-]+\.[A-Za-z]{2,}\b", "[EMAIL]", text)
+replace <<<
+    text = re.sub(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])",
+===
     text = re.sub(r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b",
-                  lambda m: "[CARD]" if luhn_valid(m.group()) else m.group(), text)
-    return re.sub(r"\b\d{3}-\d{3}-\d{4}\b", "[PHONE]", text)
+>>>
+delete phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"
+delete r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
+replace return re.sub(phone, "[PHONE]", text) => return re.sub(r"\b\d{3}-\d{3}-\d{4}\b", "[PHONE]", text)
 
 # %% mutant name=cards_without_luhn cell=pii fails=test_redact_pii
-def luhn_valid(number):
-    digits = str(number).replace(" ", "").replace("-", "")
-    if not digits.isdigit() or not 12 <= len(digits) <= 19:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def redact_pii(text):
-    text = re.sub(r"\b[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b", "[EMAIL]", text)
-    text = re.sub(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])", "[CARD]", text)
-    phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"
-             r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
-    return re.sub(phone, "[PHONE]", text)
+delete """Luhn check of a card number written with optional spaces or dashes."""
+delete """Replace emails, Luhn-valid card numbers and phone numbers with [EMAIL], [CARD], [PHONE]."""
+replace text = re.sub(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])", => text = re.sub(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])", "[CARD]", text)
+delete lambda m: "[CARD]" if luhn_valid(m.group()) else m.group(), text)
 
 # %% mutant name=guard_filters_raw_text_only cell=guard fails=test_guard
-def guarded_assistant(prompt, documents=()):
+replace <<<
+    """TARGET behind input, retrieval and output rails."""
+    decoded = []
+    for blob in re.findall(r"[A-Za-z0-9+/]{12,}={0,2}", prompt):
+        try:
+            decoded.append(base64.b64decode(blob, validate=True).decode())
+        except (ValueError, UnicodeDecodeError):
+            pass
+    norm = " ".join([prompt, *decoded]).lower().translate(str.maketrans("43015", "aeois"))
+    if "harmful request" in norm or re.search(r"\b(dan|no rules|developer mode)\b", norm):
+===
     if "HARMFUL REQUEST" in prompt or re.search(r"\b(DAN|no rules)\b", prompt):
-        return REFUSAL
-    docs = [d for d in documents if "ignore" not in d.lower()]
-    return redact_pii(TARGET(prompt, docs))
+>>>
+delete injected = re.compile(r"ignore (all |any )?(previous|prior|above) instructions|access code|system prompt", re.I)
+replace docs = [d for d in documents if not injected.search(d)] => docs = [d for d in documents if "ignore" not in d.lower()]
 
 # %% mutant name=guard_refuses_keywords cell=guard fails=test_guard
-def guarded_assistant(prompt, documents=()):
+replace <<<
+    """TARGET behind input, retrieval and output rails."""
+    decoded = []
+    for blob in re.findall(r"[A-Za-z0-9+/]{12,}={0,2}", prompt):
+        try:
+            decoded.append(base64.b64decode(blob, validate=True).decode())
+        except (ValueError, UnicodeDecodeError):
+            pass
+    norm = " ".join([prompt, *decoded]).lower().translate(str.maketrans("43015", "aeois"))
+    if "harmful request" in norm or re.search(r"\b(dan|no rules|developer mode)\b", norm):
+===
     if re.search(r"harmful|h4rmful|dan|rules|story|pretend|decode|weapon|verif|phone|card", prompt, re.I):
-        return REFUSAL
-    docs = [d for d in documents if "ignore" not in d.lower()]
-    return redact_pii(TARGET(prompt, docs))
+>>>
+delete injected = re.compile(r"ignore (all |any )?(previous|prior|above) instructions|access code|system prompt", re.I)
+replace docs = [d for d in documents if not injected.search(d)] => docs = [d for d in documents if "ignore" not in d.lower()]
 
 # %% mutant name=precision_recall_swapped cell=classifier fails=test_per_category_pr
-def fit_safety_classifier(X, y):
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=10.0, max_iter=3000).fit(X, y)
-
-
-def per_category_pr(y_true, y_pred, labels):
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    out = {}
-    for lab in labels:
-        tp = int(np.sum((y_true == lab) & (y_pred == lab)))
+delete """Logistic regression on sentence embeddings."""
+delete """label -> (precision, recall)."""
+replace <<<
+        pred, true = int(np.sum(y_pred == lab)), int(np.sum(y_true == lab))
+        out[lab] = (tp / pred if pred else 0.0, tp / true if true else 0.0)
+===
         true, pred = int(np.sum(y_true == lab)), int(np.sum(y_pred == lab))
         out[lab] = (tp / true if true else 0.0, tp / pred if pred else 0.0)
-    return out
-
-
-def threshold_curve(p_unsafe, is_unsafe, thresholds):
+>>>
+replace <<<
+    """(precision, recall, flag_rate) per threshold, flagging p_unsafe >= t."""
+    p, y = np.asarray(p_unsafe, dtype=float), np.asarray(is_unsafe, dtype=bool)
+    flags = p[None, :] >= np.asarray(thresholds, dtype=float)[:, None]
+    tp = (flags & y).sum(axis=1)
+    n_flag = flags.sum(axis=1)
+    precision = np.where(n_flag > 0, tp / np.maximum(n_flag, 1), 1.0)
+    recall = tp / max(int(y.sum()), 1)
+    return precision.astype(float), recall.astype(float), flags.mean(axis=1).astype(float)
+===
     p, y = np.asarray(p_unsafe, float), np.asarray(is_unsafe, bool)
     flags = p[None, :] >= np.asarray(thresholds, float)[:, None]
     tp, n = (flags & y).sum(axis=1), flags.sum(axis=1)
     return np.where(n > 0, tp / np.maximum(n, 1), 1.0), tp / max(int(y.sum()), 1), flags.mean(axis=1)
+>>>
 
 # %% mutant name=threshold_wrong_way_round cell=classifier fails=test_threshold_curve
-def fit_safety_classifier(X, y):
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=10.0, max_iter=3000).fit(X, y)
-
-
-def per_category_pr(y_true, y_pred, labels):
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    out = {}
-    for lab in labels:
-        tp = int(np.sum((y_true == lab) & (y_pred == lab)))
-        pred, true = int(np.sum(y_pred == lab)), int(np.sum(y_true == lab))
-        out[lab] = (tp / pred if pred else 0.0, tp / true if true else 0.0)
-    return out
-
-
-def threshold_curve(p_unsafe, is_unsafe, thresholds):
+delete """Logistic regression on sentence embeddings."""
+delete """label -> (precision, recall)."""
+replace <<<
+    """(precision, recall, flag_rate) per threshold, flagging p_unsafe >= t."""
+    p, y = np.asarray(p_unsafe, dtype=float), np.asarray(is_unsafe, dtype=bool)
+    flags = p[None, :] >= np.asarray(thresholds, dtype=float)[:, None]
+    tp = (flags & y).sum(axis=1)
+    n_flag = flags.sum(axis=1)
+    precision = np.where(n_flag > 0, tp / np.maximum(n_flag, 1), 1.0)
+    recall = tp / max(int(y.sum()), 1)
+    return precision.astype(float), recall.astype(float), flags.mean(axis=1).astype(float)
+===
     p, y = np.asarray(p_unsafe, float), np.asarray(is_unsafe, bool)
     flags = p[None, :] <= np.asarray(thresholds, float)[:, None]
     tp, n = (flags & y).sum(axis=1), flags.sum(axis=1)
     return np.where(n > 0, tp / np.maximum(n, 1), 1.0), tp / max(int(y.sum()), 1), flags.mean(axis=1)
+>>>
 
 # %% mutant name=threshold_strict cell=classifier fails=test_threshold_curve
-def fit_safety_classifier(X, y):
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=10.0, max_iter=3000).fit(X, y)
-
-
-def per_category_pr(y_true, y_pred, labels):
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    out = {}
-    for lab in labels:
-        tp = int(np.sum((y_true == lab) & (y_pred == lab)))
-        pred, true = int(np.sum(y_pred == lab)), int(np.sum(y_true == lab))
-        out[lab] = (tp / pred if pred else 0.0, tp / true if true else 0.0)
-    return out
-
-
-def threshold_curve(p_unsafe, is_unsafe, thresholds):
+delete """Logistic regression on sentence embeddings."""
+delete """label -> (precision, recall)."""
+replace <<<
+    """(precision, recall, flag_rate) per threshold, flagging p_unsafe >= t."""
+    p, y = np.asarray(p_unsafe, dtype=float), np.asarray(is_unsafe, dtype=bool)
+    flags = p[None, :] >= np.asarray(thresholds, dtype=float)[:, None]
+    tp = (flags & y).sum(axis=1)
+    n_flag = flags.sum(axis=1)
+    precision = np.where(n_flag > 0, tp / np.maximum(n_flag, 1), 1.0)
+    recall = tp / max(int(y.sum()), 1)
+    return precision.astype(float), recall.astype(float), flags.mean(axis=1).astype(float)
+===
     p, y = np.asarray(p_unsafe, float), np.asarray(is_unsafe, bool)
     flags = p[None, :] > np.asarray(thresholds, float)[:, None]
     tp, n = (flags & y).sum(axis=1), flags.sum(axis=1)
     return np.where(n > 0, tp / np.maximum(n, 1), 1.0), tp / max(int(y.sum()), 1), flags.mean(axis=1)
+>>>
 
 # %% mutant name=classifier_default_c cell=classifier fails=test_classifier
-def fit_safety_classifier(X, y):
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(max_iter=3000).fit(X, y)
-
-
-def per_category_pr(y_true, y_pred, labels):
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    out = {}
-    for lab in labels:
-        tp = int(np.sum((y_true == lab) & (y_pred == lab)))
-        pred, true = int(np.sum(y_pred == lab)), int(np.sum(y_true == lab))
-        out[lab] = (tp / pred if pred else 0.0, tp / true if true else 0.0)
-    return out
-
-
-def threshold_curve(p_unsafe, is_unsafe, thresholds):
+delete """Logistic regression on sentence embeddings."""
+replace return LogisticRegression(C=10.0, max_iter=3000).fit(X, y) => return LogisticRegression(max_iter=3000).fit(X, y)
+delete """label -> (precision, recall)."""
+replace <<<
+    """(precision, recall, flag_rate) per threshold, flagging p_unsafe >= t."""
+    p, y = np.asarray(p_unsafe, dtype=float), np.asarray(is_unsafe, dtype=bool)
+    flags = p[None, :] >= np.asarray(thresholds, dtype=float)[:, None]
+    tp = (flags & y).sum(axis=1)
+    n_flag = flags.sum(axis=1)
+    precision = np.where(n_flag > 0, tp / np.maximum(n_flag, 1), 1.0)
+    recall = tp / max(int(y.sum()), 1)
+    return precision.astype(float), recall.astype(float), flags.mean(axis=1).astype(float)
+===
     p, y = np.asarray(p_unsafe, float), np.asarray(is_unsafe, bool)
     flags = p[None, :] >= np.asarray(thresholds, float)[:, None]
     tp, n = (flags & y).sum(axis=1), flags.sum(axis=1)
     return np.where(n > 0, tp / np.maximum(n, 1), 1.0), tp / max(int(y.sum()), 1), flags.mean(axis=1)
+>>>
 
 # %% mutant name=mc2_not_normalised cell=benchmarks fails=test_truthfulqa
-def truthfulqa_scores(items):
-    mc1 = [float(it["mc1_labels"][int(np.argmax(it["mc1_logprobs"]))] == 1) for it in items]
-    mc2 = [float(np.sum(np.exp(np.asarray(it["mc2_logprobs"])[np.asarray(it["mc2_labels"]) == 1]))) for it in items]
-    return {"mc1": float(np.mean(mc1)), "mc2": float(np.mean(mc2))}
-
-
-def bbq_bias(rows):
-    out = {}
-    for cond in ("ambig", "disambig"):
-        sub = [r for r in rows if r["context_condition"] == cond]
-        acc = np.mean([r["prediction"] == r["label"] for r in sub])
-        named = [r for r in sub if r["prediction"] != r["unknown_label"]]
-        biased = sum((r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]) for r in named)
-        s = 2 * biased / len(named) - 1 if named else 0.0
-        out["acc_" + cond] = float(acc)
-        out["bias_" + cond] = float(s * (1 - acc) if cond == "ambig" else s)
-    return out
-
-# %% mutant name=mc2_underflows cell=benchmarks fails=test_truthfulqa
-def truthfulqa_scores(items):
-    mc1 = [float(it["mc1_labels"][int(np.argmax(it["mc1_logprobs"]))] == 1) for it in items]
-    mc2 = []
-    for it in items:
-        p = np.exp(np.asarray(it["mc2_logprobs"], float))
-        mc2.append(float(p[np.asarray(it["mc2_labels"]) == 1].sum() / p.sum()))
-    return {"mc1": float(np.mean(mc1)), "mc2": float(np.mean(mc2))}
-
-
-def bbq_bias(rows):
-    out = {}
-    for cond in ("ambig", "disambig"):
-        sub = [r for r in rows if r["context_condition"] == cond]
-        acc = np.mean([r["prediction"] == r["label"] for r in sub])
-        named = [r for r in sub if r["prediction"] != r["unknown_label"]]
-        biased = sum((r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]) for r in named)
-        s = 2 * biased / len(named) - 1 if named else 0.0
-        out["acc_" + cond] = float(acc)
-        out["bias_" + cond] = float(s * (1 - acc) if cond == "ambig" else s)
-    return out
-
-# %% mutant name=bbq_ambig_uses_disambig_score cell=benchmarks fails=test_bbq
-def truthfulqa_scores(items):
+replace <<<
+    """Mean MC1 and MC2 from answer log-probabilities."""
     mc1, mc2 = [], []
     for it in items:
+        lp1 = np.asarray(it["mc1_logprobs"], dtype=float)
+        mc1.append(float(it["mc1_labels"][int(np.argmax(lp1))] == 1))
+        lp2 = np.asarray(it["mc2_logprobs"], dtype=float)
+        w = np.exp(lp2 - lp2.max())
+        true = np.asarray(it["mc2_labels"]) == 1
+        mc2.append(float(w[true].sum() / w.sum()))
+===
+    mc1 = [float(it["mc1_labels"][int(np.argmax(it["mc1_logprobs"]))] == 1) for it in items]
+    mc2 = [float(np.sum(np.exp(np.asarray(it["mc2_logprobs"])[np.asarray(it["mc2_labels"]) == 1]))) for it in items]
+>>>
+delete """BBQ accuracy and bias score per context condition."""
+delete biased = sum(1 for r in named
+replace <<<
+                     if (r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]))
+===
+        biased = sum((r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]) for r in named)
+>>>
+
+# %% mutant name=mc2_underflows cell=benchmarks fails=test_truthfulqa
+replace <<<
+    """Mean MC1 and MC2 from answer log-probabilities."""
+===
+    mc1 = [float(it["mc1_labels"][int(np.argmax(it["mc1_logprobs"]))] == 1) for it in items]
+>>>
+replace mc1, mc2 = [], [] => mc2 = []
+replace <<<
+        lp1 = np.asarray(it["mc1_logprobs"], dtype=float)
+        mc1.append(float(it["mc1_labels"][int(np.argmax(lp1))] == 1))
+        lp2 = np.asarray(it["mc2_logprobs"], dtype=float)
+        w = np.exp(lp2 - lp2.max())
+        true = np.asarray(it["mc2_labels"]) == 1
+        mc2.append(float(w[true].sum() / w.sum()))
+===
+        p = np.exp(np.asarray(it["mc2_logprobs"], float))
+        mc2.append(float(p[np.asarray(it["mc2_labels"]) == 1].sum() / p.sum()))
+>>>
+delete """BBQ accuracy and bias score per context condition."""
+delete biased = sum(1 for r in named
+replace <<<
+                     if (r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]))
+===
+        biased = sum((r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]) for r in named)
+>>>
+
+# %% mutant name=bbq_ambig_uses_disambig_score cell=benchmarks fails=test_bbq
+delete """Mean MC1 and MC2 from answer log-probabilities."""
+replace <<<
+        lp1 = np.asarray(it["mc1_logprobs"], dtype=float)
+        mc1.append(float(it["mc1_labels"][int(np.argmax(lp1))] == 1))
+        lp2 = np.asarray(it["mc2_logprobs"], dtype=float)
+        w = np.exp(lp2 - lp2.max())
+        true = np.asarray(it["mc2_labels"]) == 1
+        mc2.append(float(w[true].sum() / w.sum()))
+===
         mc1.append(float(it["mc1_labels"][int(np.argmax(it["mc1_logprobs"]))] == 1))
         lp = np.asarray(it["mc2_logprobs"], float)
         w = np.exp(lp - lp.max())
         mc2.append(float(w[np.asarray(it["mc2_labels"]) == 1].sum() / w.sum()))
-    return {"mc1": float(np.mean(mc1)), "mc2": float(np.mean(mc2))}
-
-
-def bbq_bias(rows):
+>>>
+replace <<<
+    """BBQ accuracy and bias score per context condition."""
+    out = {}
+    for cond in ("ambig", "disambig"):
+        sub = [r for r in rows if r["context_condition"] == cond]
+        acc = np.mean([r["prediction"] == r["label"] for r in sub])
+===
     def score(sub):
-        named = [r for r in sub if r["prediction"] != r["unknown_label"]]
+>>>
+delete biased = sum(1 for r in named
+replace <<<
+                     if (r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]))
+===
         biased = sum((r["question_polarity"] == "neg") == (r["prediction"] == r["target_label"]) for r in named)
-        return 2 * biased / len(named) - 1
+>>>
+replace s = 2 * biased / len(named) - 1 if named else 0.0 => return 2 * biased / len(named) - 1
+replace <<<
+        out["acc_" + cond] = float(acc)
+        out["bias_" + cond] = float(s * (1 - acc) if cond == "ambig" else s)
+    return out
+===
 
     amb = [r for r in rows if r["context_condition"] == "ambig"]
     dis = [r for r in rows if r["context_condition"] == "disambig"]
@@ -296,118 +347,190 @@ def bbq_bias(rows):
     acc_d = float(np.mean([r["prediction"] == r["label"] for r in dis]))
     return {"acc_ambig": acc_a, "acc_disambig": acc_d, "bias_ambig": (1 - acc_a) * score(dis),
             "bias_disambig": score(dis)}
+>>>
 
 # %% mutant name=eod_fpr_on_whole_group cell=fairness fails=test_fairness_metrics
-def demographic_parity_difference(y_pred, sensitive):
-    y_pred, a = np.asarray(y_pred), np.asarray(sensitive)
-    rates = [np.mean(y_pred[a == g]) for g in np.unique(a)]
-    return float(max(rates) - min(rates))
-
-
-def equalized_odds_difference(y_true, y_pred, sensitive):
-    y_true, y_pred, a = np.asarray(y_true), np.asarray(y_pred), np.asarray(sensitive)
+delete """Spread of selection rates between groups."""
+replace rates = [np.mean(y_pred[a == g] == 1) for g in set(a.tolist())] => rates = [np.mean(y_pred[a == g]) for g in np.unique(a)]
+delete """Larger of the TPR spread and the FPR spread between groups."""
+delete spreads = []
+delete for outcome in (1, 0):
+replace <<<
+        rates = [np.mean(y_pred[(a == g) & (y_true == outcome)] == 1) for g in set(a.tolist())]
+===
     tpr = [np.mean(y_pred[(a == g) & (y_true == 1)]) for g in np.unique(a)]
+>>>
+replace <<<
+        spreads.append(max(rates) - min(rates))
+    return float(max(spreads))
+===
     fpr = [np.mean(y_pred[a == g] == 1) for g in np.unique(a)]
     return float(max(max(tpr) - min(tpr), max(fpr) - min(fpr)))
-
-
-def mitigate(X, y, A):
-    from fairlearn.postprocessing import ThresholdOptimizer
-    from sklearn.linear_model import LogisticRegression
-
-    opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+>>>
+delete """A Fairlearn-mitigated classifier; returns predict(X, A)."""
+replace opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), predict_method="predict_proba", => opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+delete constraints="demographic_parity")
+replace <<<
+    opt.fit(X, y, sensitive_features=A)
+===
                              predict_method="predict_proba").fit(X, y, sensitive_features=A)
-    return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
+>>>
+replace return lambda X_new, A_new: np.asarray(opt.predict(X_new, sensitive_features=A_new, random_state=0)) => return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
 
 # %% mutant name=tpr_on_predicted_positives cell=fairness fails=test_fairness_metrics
-def demographic_parity_difference(y_pred, sensitive):
-    y_pred, a = np.asarray(y_pred), np.asarray(sensitive)
-    rates = [np.mean(y_pred[a == g]) for g in np.unique(a)]
-    return float(max(rates) - min(rates))
-
-
-def equalized_odds_difference(y_true, y_pred, sensitive):
-    y_true, y_pred, a = np.asarray(y_true), np.asarray(y_pred), np.asarray(sensitive)
+delete """Spread of selection rates between groups."""
+replace rates = [np.mean(y_pred[a == g] == 1) for g in set(a.tolist())] => rates = [np.mean(y_pred[a == g]) for g in np.unique(a)]
+delete """Larger of the TPR spread and the FPR spread between groups."""
+replace <<<
+    spreads = []
+    for outcome in (1, 0):
+===
     tpr = [np.mean(y_true[(a == g) & (y_pred == 1)]) for g in np.unique(a)]
+>>>
+replace <<<
+        rates = [np.mean(y_pred[(a == g) & (y_true == outcome)] == 1) for g in set(a.tolist())]
+===
     fpr = [np.mean(y_pred[(a == g) & (y_true == 0)]) for g in np.unique(a)]
+>>>
+replace <<<
+        spreads.append(max(rates) - min(rates))
+    return float(max(spreads))
+===
     return float(max(max(tpr) - min(tpr), max(fpr) - min(fpr)))
-
-
-def mitigate(X, y, A):
-    from fairlearn.postprocessing import ThresholdOptimizer
-    from sklearn.linear_model import LogisticRegression
-
-    opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+>>>
+delete """A Fairlearn-mitigated classifier; returns predict(X, A)."""
+replace opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), predict_method="predict_proba", => opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+delete constraints="demographic_parity")
+replace <<<
+    opt.fit(X, y, sensitive_features=A)
+===
                              predict_method="predict_proba").fit(X, y, sensitive_features=A)
-    return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
+>>>
+replace return lambda X_new, A_new: np.asarray(opt.predict(X_new, sensitive_features=A_new, random_state=0)) => return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
 
 # %% mutant name=dpd_first_two_groups cell=fairness fails=test_fairness_metrics
-def demographic_parity_difference(y_pred, sensitive):
-    y_pred, a = np.asarray(y_pred), np.asarray(sensitive)
+delete """Spread of selection rates between groups."""
+replace <<<
+    rates = [np.mean(y_pred[a == g] == 1) for g in set(a.tolist())]
+    return float(max(rates) - min(rates))
+===
     g0, g1 = np.unique(a)[:2]
     return float(abs(np.mean(y_pred[a == g0]) - np.mean(y_pred[a == g1])))
-
-
-def equalized_odds_difference(y_true, y_pred, sensitive):
-    y_true, y_pred, a = np.asarray(y_true), np.asarray(y_pred), np.asarray(sensitive)
+>>>
+delete """Larger of the TPR spread and the FPR spread between groups."""
+delete spreads = []
+delete for outcome in (1, 0):
+replace <<<
+        rates = [np.mean(y_pred[(a == g) & (y_true == outcome)] == 1) for g in set(a.tolist())]
+===
     tpr = [np.mean(y_pred[(a == g) & (y_true == 1)]) for g in np.unique(a)]
+>>>
+replace <<<
+        spreads.append(max(rates) - min(rates))
+    return float(max(spreads))
+===
     fpr = [np.mean(y_pred[(a == g) & (y_true == 0)]) for g in np.unique(a)]
     return float(max(max(tpr) - min(tpr), max(fpr) - min(fpr)))
-
-
-def mitigate(X, y, A):
-    from fairlearn.postprocessing import ThresholdOptimizer
-    from sklearn.linear_model import LogisticRegression
-
-    opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+>>>
+delete """A Fairlearn-mitigated classifier; returns predict(X, A)."""
+replace opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), predict_method="predict_proba", => opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+delete constraints="demographic_parity")
+replace <<<
+    opt.fit(X, y, sensitive_features=A)
+===
                              predict_method="predict_proba").fit(X, y, sensitive_features=A)
-    return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
+>>>
+replace return lambda X_new, A_new: np.asarray(opt.predict(X_new, sensitive_features=A_new, random_state=0)) => return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
 
 # %% mutant name=no_mitigation cell=fairness fails=test_mitigation
-def demographic_parity_difference(y_pred, sensitive):
-    y_pred, a = np.asarray(y_pred), np.asarray(sensitive)
-    rates = [np.mean(y_pred[a == g]) for g in np.unique(a)]
-    return float(max(rates) - min(rates))
-
-
-def equalized_odds_difference(y_true, y_pred, sensitive):
-    y_true, y_pred, a = np.asarray(y_true), np.asarray(y_pred), np.asarray(sensitive)
+delete """Spread of selection rates between groups."""
+replace rates = [np.mean(y_pred[a == g] == 1) for g in set(a.tolist())] => rates = [np.mean(y_pred[a == g]) for g in np.unique(a)]
+delete """Larger of the TPR spread and the FPR spread between groups."""
+delete spreads = []
+delete for outcome in (1, 0):
+replace <<<
+        rates = [np.mean(y_pred[(a == g) & (y_true == outcome)] == 1) for g in set(a.tolist())]
+===
     tpr = [np.mean(y_pred[(a == g) & (y_true == 1)]) for g in np.unique(a)]
+>>>
+replace <<<
+        spreads.append(max(rates) - min(rates))
+    return float(max(spreads))
+===
     fpr = [np.mean(y_pred[(a == g) & (y_true == 0)]) for g in np.unique(a)]
     return float(max(max(tpr) - min(tpr), max(fpr) - min(fpr)))
-
-
-def mitigate(X, y, A):
-    from sklearn.linear_model import LogisticRegression
-
+>>>
+delete """A Fairlearn-mitigated classifier; returns predict(X, A)."""
+delete from fairlearn.postprocessing import ThresholdOptimizer
+replace <<<
+    opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), predict_method="predict_proba",
+                             constraints="demographic_parity")
+    opt.fit(X, y, sensitive_features=A)
+    return lambda X_new, A_new: np.asarray(opt.predict(X_new, sensitive_features=A_new, random_state=0))
+===
     model = LogisticRegression(max_iter=1000).fit(X, y)
     return lambda X_new, A_new: model.predict(X_new)
+>>>
 
 # %% mutant name=delegates_to_fairlearn cell=fairness fails=test_fairness_metrics
+replace <<<
+def demographic_parity_difference(y_pred, sensitive):
+===
 from fairlearn.metrics import demographic_parity_difference as _dpd
 from fairlearn.metrics import equalized_odds_difference as _eod
 
 
 def demographic_parity_difference(y_pred, sensitive):
+>>>
+replace <<<
+    """Spread of selection rates between groups."""
+    y_pred, a = np.asarray(y_pred), np.asarray(sensitive)
+    rates = [np.mean(y_pred[a == g] == 1) for g in set(a.tolist())]
+    return float(max(rates) - min(rates))
+===
     return _dpd(y_pred, y_pred, sensitive_features=sensitive)
-
-
-def equalized_odds_difference(y_true, y_pred, sensitive):
+>>>
+replace <<<
+    """Larger of the TPR spread and the FPR spread between groups."""
+    y_true, y_pred, a = np.asarray(y_true), np.asarray(y_pred), np.asarray(sensitive)
+    spreads = []
+    for outcome in (1, 0):
+        rates = [np.mean(y_pred[(a == g) & (y_true == outcome)] == 1) for g in set(a.tolist())]
+        spreads.append(max(rates) - min(rates))
+    return float(max(spreads))
+===
     return _eod(y_true, y_pred, sensitive_features=sensitive)
-
-
-def mitigate(X, y, A):
-    from fairlearn.postprocessing import ThresholdOptimizer
-    from sklearn.linear_model import LogisticRegression
-
-    opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+>>>
+delete """A Fairlearn-mitigated classifier; returns predict(X, A)."""
+replace opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), predict_method="predict_proba", => opt = ThresholdOptimizer(estimator=LogisticRegression(max_iter=1000), constraints="demographic_parity",
+delete constraints="demographic_parity")
+replace <<<
+    opt.fit(X, y, sensitive_features=A)
+===
                              predict_method="predict_proba").fit(X, y, sensitive_features=A)
-    return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
+>>>
+replace return lambda X_new, A_new: np.asarray(opt.predict(X_new, sensitive_features=A_new, random_state=0)) => return lambda X_new, A_new: opt.predict(X_new, sensitive_features=A_new, random_state=0)
 
 # %% mutant name=card_with_fixed_figures cell=model_card fails=test_model_card
-def build_model_card(m):
+replace <<<
+    """A model card whose figures come from the measurements `m`."""
+    schema = safety_lab.MODEL_CARD_SCHEMA["properties"]
+===
     figs = {k: 0.5 for k in safety_lab.METRIC_NAMES}
-    return {
+>>>
+replace <<<
+        "model_details": {"name": "HelpBot with guardrails and a MiniLM safety classifier", "version": "week-07",
+                          "type": "rule-based assistant + logistic regression", "date": "2026"},
+        "intended_use": "Course exercises on red teaming, guardrails and safety measurement.",
+        "out_of_scope_use": "Production moderation, credit decisions, or any decision about real people.",
+        "training_data": {"description": "Placeholder prompts labelled with Llama Guard 3 categories.",
+                          "n_examples": int(m.get("n_train", 1))},
+        "evaluation": {k: float(m[k]) for k in schema["evaluation"]["required"]},
+        "fairness": {**{k: float(m[k]) for k in schema["fairness"]["required"] if k != "mitigation"},
+                     "mitigation": "Fairlearn post-processing for demographic parity"},
+        "limitations": ["Synthetic data and a rule-based target: the rates measure this lab, not real traffic."],
+        "ethical_considerations": "All harmful content is placeholders; fairness figures use synthetic groups.",
+===
         "model_details": {"name": "HelpBot", "version": "1", "type": "rules", "date": "2026"},
         "intended_use": "Course exercises on AI safety measurement.",
         "out_of_scope_use": "Anything that affects real people or real decisions.",
@@ -417,11 +540,24 @@ def build_model_card(m):
                                             "eod_before", "eod_after")}, "mitigation": "ThresholdOptimizer"},
         "limitations": ["Synthetic data only; numbers do not transfer."],
         "ethical_considerations": "Placeholders only, synthetic fairness data.",
-    }
+>>>
 
 # %% mutant name=card_missing_limitations cell=model_card fails=test_model_card
-def build_model_card(m):
-    return {
+delete """A model card whose figures come from the measurements `m`."""
+delete schema = safety_lab.MODEL_CARD_SCHEMA["properties"]
+replace <<<
+        "model_details": {"name": "HelpBot with guardrails and a MiniLM safety classifier", "version": "week-07",
+                          "type": "rule-based assistant + logistic regression", "date": "2026"},
+        "intended_use": "Course exercises on red teaming, guardrails and safety measurement.",
+        "out_of_scope_use": "Production moderation, credit decisions, or any decision about real people.",
+        "training_data": {"description": "Placeholder prompts labelled with Llama Guard 3 categories.",
+                          "n_examples": int(m.get("n_train", 1))},
+        "evaluation": {k: float(m[k]) for k in schema["evaluation"]["required"]},
+        "fairness": {**{k: float(m[k]) for k in schema["fairness"]["required"] if k != "mitigation"},
+                     "mitigation": "Fairlearn post-processing for demographic parity"},
+        "limitations": ["Synthetic data and a rule-based target: the rates measure this lab, not real traffic."],
+        "ethical_considerations": "All harmful content is placeholders; fairness figures use synthetic groups.",
+===
         "model_details": {"name": "HelpBot", "version": "1", "type": "rules", "date": "2026"},
         "intended_use": "Course exercises on AI safety measurement.",
         "out_of_scope_use": "Anything that affects real people or real decisions.",
@@ -430,9 +566,9 @@ def build_model_card(m):
         "fairness": {**{k: m[k] for k in ("accuracy_before", "accuracy_after", "dpd_before", "dpd_after",
                                          "eod_before", "eod_after")}, "mitigation": "TBD"},
         "ethical_considerations": "Placeholders only, synthetic fairness data.",
-    }
+>>>
 
-# %% mutant name=variant_redteam_and_pii cell=pii fails=
+# %% variant name=variant_redteam_and_pii cell=pii
 def luhn_valid(number):
     s = str(number)
     if re.fullmatch(r"\d(?:[ -]?\d)*", s) is None:
@@ -456,7 +592,7 @@ def redact_pii(text):
                   lambda m: "[CARD]" if luhn_valid(m.group()) else m.group(), text)
     return re.sub(r"(?<![\w+])(?:" + "|".join(PHONES) + r")(?![\w-])", "[PHONE]", text)
 
-# %% mutant name=variant_benchmarks_scipy cell=benchmarks fails=
+# %% variant name=variant_benchmarks_scipy cell=benchmarks
 from scipy.special import logsumexp
 
 
@@ -485,7 +621,7 @@ def bbq_bias(rows):
         out[f"bias_{cond}"] = s if cond == "disambig" else (1 - g.correct.mean()) * s
     return out
 
-# %% mutant name=variant_fairness_pandas_eg cell=fairness fails=
+# %% variant name=variant_fairness_pandas_eg cell=fairness
 def demographic_parity_difference(y_pred, sensitive):
     import pandas as pd
 
