@@ -140,6 +140,7 @@ def test_decode_seconds():
     assert ref.decode_seconds(110e9, 80e9, 3.35e12, 64e9) == pytest.approx(80 / 3350 + 30 / 64)
 
 
+@pytest.mark.slow
 def test_benchmark_script_tiny(tmp_path):
     out = tmp_path / "bench.md"
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}

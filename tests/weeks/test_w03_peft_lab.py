@@ -37,6 +37,7 @@ def _peft_trainable(method: sft_lab.Method) -> int:
     return n
 
 
+@pytest.mark.slow
 def test_run_sft_experiment_structure_and_counts():
     results = sft_lab.run_sft_experiment(
         ["lora", "full"], steps=2, seed=0, eval_rows=4, train_rows=64, logging_steps=1
@@ -62,6 +63,7 @@ def test_run_sft_experiment_structure_and_counts():
     assert len(text.splitlines()) == 4 and "lora" in text and "365,280" in text
 
 
+@pytest.mark.slow
 def test_score_agrees_with_exact_match():
     model, tok = models.load_tiny_lm()
     _, test = sft_lab.sft_data(eval_rows=6)
@@ -86,6 +88,7 @@ def test_mean_losses():
     assert sft_lab.mean_losses(runs, "missing") == []
 
 
+@pytest.mark.slow
 def test_benchmark_writes_a_markdown_table(tmp_path, keep_threads):
     bench = runpy.run_path(str(ROOT / "benchmarks" / "sft_tiny.py"))
     out = tmp_path / "sft.md"

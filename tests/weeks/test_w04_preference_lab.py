@@ -114,6 +114,7 @@ def test_tensor_bytes_counts_a_shared_storage_once():
     assert pl.tensor_bytes([t, torch.zeros(3)]) == 92
 
 
+@pytest.mark.slow
 @needs_tiny_lm
 def test_benchmark_writes_markdown_and_png(tmp_path):
     out = tmp_path / "bench.md"

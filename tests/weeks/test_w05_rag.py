@@ -96,6 +96,7 @@ def test_cache_miss_recomputes_and_writes(tmp_path, monkeypatch):
     assert calls == [2, 2], "a changed text must invalidate the cache"
 
 
+@pytest.mark.slow
 def test_cached_embeddings_agree_with_minilm():
     model = embeddings.load_encoder()
     with np.load(rc.CACHE_FILE) as z:
