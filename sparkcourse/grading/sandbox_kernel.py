@@ -553,6 +553,15 @@ def make_kernel_class():
 POLICY: dict = {}
 
 
+def _unshadow_grading() -> None:
+    """Importing this kernel (``sparkcourse.grading.*``) set ``sparkcourse.grading`` to the subpackage, hiding the
+    function notebooks call (``sc.grading()``, in ``sparkcourse.setup``): put the function back."""
+    import sparkcourse
+    from sparkcourse import profile
+
+    sparkcourse.grading = profile.grading
+
+
 def main(argv: list[str] | None = None) -> None:
     """Isolate, then run the kernel."""
     global GUARD
@@ -599,6 +608,7 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(devnull, 1)                         # uid sweep end stray children that hold it open)
     from ipykernel.kernelapp import IPKernelApp
 
+    _unshadow_grading()
     IPKernelApp.launch_instance(argv=argv,
                                 kernel_class=make_kernel_class())
 
