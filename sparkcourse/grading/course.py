@@ -190,7 +190,7 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
 
     from tqdm import tqdm
 
-    from sparkcourse.grading import sandbox
+    from sparkcourse.grading.sandbox import isolation_prefix
 
     workers = max(1, workers or os.cpu_count() or 1)
     jobs = [(a, s) for a in only or assignments(root) for s in submitted_students(root, a)
@@ -200,7 +200,7 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
         skipped = [(a, s) for a, s in jobs if graded_already(root, a, s)]
         results += [StepResult(a, s, True, 0.0, "already graded (resume)") for a, s in skipped]
         jobs = [j for j in jobs if j not in set(skipped)]
-    prefix, how = sandbox.isolation_prefix()
+    prefix, how = isolation_prefix()
     _gradebook_wal(root)
     bar = tqdm(total=len(jobs), desc=f"grading ({workers} workers)", unit="submission", disable=not progress,
                file=sys.stdout)

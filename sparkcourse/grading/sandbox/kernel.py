@@ -1,0 +1,249 @@
+"""The grading kernel: an IPython kernel that isolates itself before it runs a submission.
+
+Started by the grader (``sparkcourse.grading.sandbox.execute.SandboxedExecute``) as ``python -P -m
+sparkcourse.grading.sandbox.kernel -f CONNECTION_FILE`` with its policy in the ``SPARKCOURSE_SANDBOX`` environment
+variable (JSON). In order (``isolation`` and ``guards`` say what each step does):
+
+1. while still single-threaded, as root: the reference sources are read, then the mount namespace hides the
+   course's private files and the reference;
+2. the throw-away uid, resource limits and a cleaned environment;
+3. the guards (import hook, meta-path finder serving the reference from memory, audit hook) and the kernel;
+4. before every locked cell: monkeypatched builtins, helpers, IPython hooks and kernel methods are restored; after
+   every cell: reference objects leave the namespace.
+
+``-P`` matters: without it Python would put the working directory (the student's folder, which can hold any
+``.py`` file the student submitted) first on ``sys.path`` while the kernel is still root.
+"""
+
+from __future__ import annotations
+
+import builtins
+import gc
+import json
+import os
+import sys
+import threading
+import types
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.kernelapp import IPKernelApp
+
+from sparkcourse.grading.sandbox import guards, isolation
+from sparkcourse.grading.sandbox.guards import REFERENCE, code_hash, is_reference
+from sparkcourse.grading.sandbox.isolation import NOTES
+
+TRUSTED_MODULES = ("sparkcourse", "math", "cmath", "operator", "functools", "numpy", "torch", "random",
+                   "inspect", "types", "re", "json", "statistics", "fractions", "decimal", "collections",
+                   "itertools", "importlib", "sys", "os", "traceback", "warnings", "pytest", "unittest")
+PATCHABLE_CLASSES = ("IPython", "ipykernel", "sparkcourse", __name__)
+POLICY: dict = {}
+
+
+class SandboxKernel(IPythonKernel):
+    """Restores what a submission may have patched before each locked cell; keeps reference objects away."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Snapshot what locked cells rely on (builtins, trusted modules, IPython hooks, kernel methods)."""
+        super().__init__(**kwargs)
+        self._locked = set(POLICY.get("locked", []))
+        self._builtins = dict(vars(builtins))
+        self._modules: dict[str, tuple[types.ModuleType, dict]] = {}
+        self._protected: dict[str, object] = {}
+        self._stash: dict[str, object] = {}
+        self._snapshot_modules()
+        sh = self.shell
+        self._hooks = {name: list(getattr(sh, name)) for name in
+                       ("input_transformers_cleanup", "input_transformers_post", "ast_transformers")}
+        self._events = {k: list(v) for k, v in sh.events.callbacks.items()}
+        self._sys = {k: getattr(sys, k) for k in ("excepthook", "displayhook", "breakpointhook")}
+        self._sys_lists = {k: list(getattr(sys, k)) for k in ("meta_path", "path_hooks")}
+        self._inst = {id(o): (o, dict(vars(o))) for o in (sh, self, sh.display_formatter, sh.displayhook)}
+        self._classes = {cls: dict(vars(cls)) for obj in (sh, self) for cls in type(obj).__mro__
+                         if cls.__module__.split(".")[0] in PATCHABLE_CLASSES}
+
+    def _snapshot_modules(self) -> None:
+        """Remember the callables (and, for the course's modules, constants) of trusted modules."""
+        for name, mod in list(sys.modules.items()):
+            if name in self._modules or not isinstance(mod, types.ModuleType) or is_reference(mod):
+                continue
+            if name.split(".")[0] in TRUSTED_MODULES or name == "builtins":
+                course = name.split(".")[0] == "sparkcourse"  # course constants too, not only functions
+                self._modules[name] = (mod, {k: v for k, v in list(vars(mod).items()) if callable(v)
+                                             or isinstance(v, types.ModuleType)
+                                             or (course and isinstance(v, int | float | str))})
+
+    def _restore_names(self) -> None:
+        """Builtins, trusted modules' attributes and the names locked cells defined, as they were."""
+        b = vars(builtins)
+        for k in [k for k in b if k not in self._builtins]:
+            del b[k]
+        b.update((k, v) for k, v in self._builtins.items() if b.get(k) is not v)
+        for name, (mod, snap) in self._modules.items():
+            if sys.modules.get(name) is not mod:
+                sys.modules[name] = mod
+            d = vars(mod)
+            for k, v in snap.items():
+                if d.get(k) is not v:
+                    d[k] = v
+        ns = self.shell.user_ns
+        for k, v in self._protected.items():
+            if ns.get(k) is not v:
+                ns[k] = v
+        for k, v in self._stash.items():
+            ns[k] = v
+
+    def _restore_objects(self) -> None:
+        """Methods patched onto the shell's and the kernel's classes and instances, as they were."""
+        for cls, snap in self._classes.items():
+            for k, v in snap.items():
+                if vars(cls).get(k) is not v and k not in ("__dict__", "__weakref__", "__doc__"):
+                    try:
+                        setattr(cls, k, v)
+                    except (AttributeError, TypeError):
+                        pass
+            for k in [k for k in vars(cls) if k not in snap]:
+                try:
+                    delattr(cls, k)
+                except (AttributeError, TypeError):
+                    pass
+        for obj, snap in self._inst.values():
+            d = vars(obj)
+            for k in [k for k in d if k not in snap and callable(d[k])]:
+                del d[k]
+            for k, v in snap.items():
+                if d.get(k) is not v and callable(v):
+                    d[k] = v
+
+    def _restore_hooks(self) -> None:
+        """IPython's transformers, events and exception handlers, and the interpreter's hooks, as they were."""
+        sh = self.shell
+        for name, value in self._hooks.items():
+            getattr(sh, name)[:] = value
+        sh.events.callbacks.clear()
+        sh.events.callbacks.update({k: list(v) for k, v in self._events.items()})
+        sh.custom_exceptions, sh.CustomTB = (), None
+        for k, v in self._sys.items():
+            setattr(sys, k, v)
+        for k, v in self._sys_lists.items():
+            getattr(sys, k)[:] = v
+        sys.settrace(None)
+        sys.setprofile(None)
+        sys.last_type = sys.last_value = sys.last_traceback = None  # a failed cell's frames keep memory
+        gc.collect()
+        threading.settrace(None)
+        threading.setprofile(None)
+
+    def _restore(self) -> None:
+        """Undo monkeypatching of builtins, trusted modules, names set by locked cells, IPython and the kernel."""
+        self._restore_names()
+        self._restore_objects()
+        self._restore_hooks()
+
+    def _hide_reference(self) -> None:
+        """After a locked cell: reference modules and objects leave sys.modules and the user namespace."""
+        ns = self.shell.user_ns
+        for k in [k for k, v in list(ns.items()) if not k.startswith("_") and is_reference(v)]:
+            self._stash[k] = ns.pop(k)
+        for name in [n for n in sys.modules if n == REFERENCE or n.startswith(REFERENCE + ".")]:
+            sys.modules.pop(name, None)
+        pkg = sys.modules.get("sparkcourse")
+        if pkg is not None and "reference" in vars(pkg):
+            delattr(pkg, "reference")
+
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: dict | None = None, allow_stdin: bool = False, **kwargs: Any) -> dict:
+        """Run a cell between the guards' bookkeeping (which never costs the student the cell)."""
+        locked = code_hash(code) in self._locked
+        ns = self.shell.user_ns
+        before: dict[str, int] = {}
+        try:
+            if locked:
+                self._restore()
+                guards.GUARD.locked_files.add(self.shell.compile.get_code_name(code, code, 0))
+                before = {k: id(v) for k, v in list(ns.items())}
+            else:
+                for k in self._stash:
+                    ns.pop(k, None)
+        except Exception as exc:  # a guard must never cost the student the cell
+            sys.stderr.write(f"[sparkcourse.grading.sandbox] guard before cell: {exc!r}\n")
+        guards.GUARD.student_running = not locked
+        try:
+            return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin, **kwargs)
+        finally:
+            guards.GUARD.student_running = False
+            try:
+                self._after_cell(locked, before)
+            except Exception as exc:
+                sys.stderr.write(f"[sparkcourse.grading.sandbox] guard after cell: {exc!r}\n")
+
+    def _after_cell(self, locked: bool, before: dict[str, int]) -> None:
+        """Hide the reference; after a locked cell, remember what it defined (restored before later ones)."""
+        self._hide_reference()
+        if locked:  # what a locked cell defined is restored before every later locked cell
+            for k, v in list(self.shell.user_ns.items()):
+                if not k.startswith("_") and before.get(k) != id(v) and not is_reference(v):
+                    self._protected[k] = v
+            self._snapshot_modules()
+            self._builtins.update({k: v for k, v in list(vars(builtins).items()) if k not in self._builtins})
+
+
+def _unshadow_grading() -> None:
+    """Importing this kernel (``sparkcourse.grading.*``) set ``sparkcourse.grading`` to the subpackage, hiding the
+    function notebooks call (``sc.grading()``, in ``sparkcourse.setup``): put the function back."""
+    import sparkcourse
+    from sparkcourse import profile
+
+    sparkcourse.grading = profile.grading
+
+
+def _trusted_dirs(ref_folder: str | None) -> list[str]:
+    """Where library code lives (trusted by the guards): the Python installation and the package."""
+    import site
+
+    trusted = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(os.__file__)),
+               *site.getsitepackages(), site.getusersitepackages()]
+    return trusted + ([os.path.dirname(ref_folder)] if ref_folder else [])
+
+
+def _isolate(argv: list[str], cwd: str) -> str:
+    """Mounts, uid, limits and environment; the kernel's home (its connection file copied there)."""
+    conn = argv[argv.index("-f") + 1] if "-f" in argv else None
+    conn_text = open(conn).read() if conn else None  # noqa: SIM115 - read before the mounts hide it
+    isolated = isolation.isolate_files(POLICY, cwd) if POLICY.get("isolate", True) else False
+    home = "/tmp/.home" if isolated else os.path.join(cwd, ".home")
+    os.makedirs(home, exist_ok=True)
+    if conn_text is not None:
+        conn = os.path.join(home, "kernel.json")
+        with open(conn, "w") as fh:
+            fh.write(conn_text)
+        argv[argv.index("-f") + 1] = conn
+    dropped = isolation.drop_privileges(int(POLICY.get("uid", 0)), [cwd, home] if isolated else [home]) \
+        if POLICY.get("isolate", True) else False
+    if dropped and conn_text is not None:
+        os.chmod(conn, 0o600)
+    isolation.apply_limits(POLICY, dropped)
+    isolation.clean_environment(home)
+    return home
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Isolate, then run the kernel."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    POLICY.update(json.loads(os.environ.pop("SPARKCOURSE_SANDBOX", "{}") or "{}"))
+    sources, ref_folder = guards.read_reference_sources()
+    trusted = _trusted_dirs(ref_folder)  # (before the environment is cleaned: the user site is the grader's)
+    POLICY["hide"] = list(POLICY.get("hide", [])) + ([ref_folder] if ref_folder else [])
+    _isolate(argv, os.getcwd())
+    threading.stack_size(2 * 1024 * 1024)  # 2 MB stacks: a thousand simulator threads fit the memory cap
+    guards.install(sources, trusted)
+    sys.stderr.write("".join(f"[sparkcourse.grading.sandbox] {n}\n" for n in NOTES))
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)  # (stderr stays: the grader's log; the PID namespace and the
+    os.dup2(devnull, 1)                         # uid sweep end stray children that hold it open)
+    _unshadow_grading()
+    IPKernelApp.launch_instance(argv=argv, kernel_class=SandboxKernel)
+
+
+if __name__ == "__main__":
+    main()
