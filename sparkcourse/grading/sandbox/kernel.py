@@ -224,6 +224,7 @@ def _isolate(argv: list[str], cwd: str) -> str:
         os.chmod(conn, 0o600)
     isolation.apply_limits(POLICY, dropped)
     isolation.clean_environment(home)
+    sys.path.insert(0, cwd)  # off root now: the student's own modules may be imported (-P kept them out so far)
     return home
 
 
