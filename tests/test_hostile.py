@@ -184,6 +184,36 @@ def test_reference_import_is_refused(battery):
     assert "reference solutions are not available" in out
 
 
+def _attacks(b: Battery, case: str) -> dict[str, str]:
+    """What each attack of a case reported (``ATTACK name: outcome`` lines; the last word on each name)."""
+    lines = [ln for ln in _outputs(b, case).splitlines() if ln.startswith("ATTACK ")]
+    return {ln[7:].split(": ", 1)[0]: ln.split(": ", 1)[1] for ln in lines if ": " in ln[7:]}
+
+
+def test_reference_objects_cannot_be_stolen(battery):
+    """Whatever holds the reference while a test runs (the test's `ref`, sys.modules, the stand-in's __dict__,
+    closures, __wrapped__, __globals__, defaults) gives student code nothing; nothing is left for later cells."""
+    got = _attacks(battery, "refsteal")
+    assert not {k: v for k, v in got.items() if v.startswith("GOT")}, got
+    for name in ("test namespace .training_bytes", "sys.modules .training_bytes"):
+        assert got.get(name, "").startswith("blocked") and "not available to submissions" in got[name], got
+    for name in ("_ref", "ref", "R", "w00_spark_capacity"):
+        assert got.get(f"left in the namespace as {name}") == "nothing", got
+    assert got.get("sys.modules in a later cell") == "nothing", got
+
+
+def test_frames_and_hooks_show_no_test(battery):
+    """From inside a function a test calls: no frame of the test (sys._getframe, inspect, tracebacks, generators,
+    sys._current_frames), no gc, no trace or audit hook; C-level callables steered by the test's own check get
+    nothing from the reference either."""
+    got = _attacks(battery, "framewalk")
+    assert not {k: v for k, v in got.items() if v.startswith("GOT")}, got
+    for name in ("sys._getframe", "inspect.currentframe().f_back", "inspect.stack", "traceback", "generator",
+                 "sys._current_frames", "gc.get_objects", "gc.get_referrers", "sys.settrace", "audit hook"):
+        assert got.get(name, "").startswith("blocked"), (name, got)
+    assert "training_bytes: the course's reference solutions are not available" in _outputs(battery, "framewalk")
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_feedback_shows_no_hidden_tests(battery, case):
     text = html.unescape(re.sub(r"<[^>]+>", "", (battery.root / "feedback" / case / A / f"{A}.html").read_text()))

@@ -1,4 +1,6 @@
-"""The sandbox package on its own (seconds, not the hostile battery's minutes): what its modules import."""
+"""The sandbox package on its own (seconds, not the hostile battery's minutes): what its modules import, and the
+reference guards in one live sandbox kernel driven cell by cell (locked cells named by their hash, as the grader
+does), including a test cell that imports the reference as ``_ref``."""
 
 from __future__ import annotations
 
@@ -6,8 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+import pytest
 from conftest import ROOT
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import KernelManager
 
 KERNEL_MODULES = ["sparkcourse.grading.sandbox", "sparkcourse.grading.sandbox.namespaces",
                   "sparkcourse.grading.sandbox.isolation", "sparkcourse.grading.sandbox.guards",
@@ -32,3 +39,111 @@ def test_the_kernel_never_imports_nbgrader():
 def test_the_package_is_light():
     loaded = _imported_after(["sparkcourse.grading.sandbox"])
     assert not loaded & {"nbgrader", "jupyter_client", "nbclient", "ipykernel", "zmq", "IPython"}
+
+
+# ---- a live kernel ---------------------------------------------------------------------------------------------
+
+SETUP = "import sys\nfrom sparkcourse.testing import check_number\nLEFT = []"
+TEST_REF = ("### BEGIN HIDDEN TESTS\n"
+            "from sparkcourse.reference import w00_spark_capacity as _ref\n"
+            "import sparkcourse.reference.w00_spark_capacity as ref\n"
+            "check_number(_ref.bits_per_param('fp16'), 16.0)\n"
+            "check_number(ref.weight_bytes(1e9, 'fp8'), 1e9)\n"
+            "LEFT.append(probe())\n"
+            "print('TEST-RAN')\n"
+            "### END HIDDEN TESTS")
+STUDENT = """
+import gc, sys
+
+def probe():
+    got = []
+    for how, get in (("_getframe", lambda: sys._getframe(1).f_globals["_ref"].bits_per_param),
+                     ("f_code", lambda: sys._getframe(1).f_code),
+                     ("globals _ref", lambda: globals()["_ref"].bits_per_param),
+                     ("sys.modules", lambda: sys.modules["sparkcourse.reference.w00_spark_capacity"].bits_per_param),
+                     ("gc", lambda: gc.get_referrers(globals()["_ref"]))):
+        try:
+            got.append(f"{how}: GOT {get()!r}")
+        except Exception as exc:
+            got.append(f"{how}: blocked {type(exc).__name__}")
+    return got
+"""
+AFTER = """
+for name in ("_ref", "ref"):
+    print(name, "LEFT" if name in globals() else "GONE")
+print("MODULES", sorted(n for n in sys.modules if n.startswith("sparkcourse.reference")))
+try:
+    import sparkcourse.reference.w00_spark_capacity
+    print("IMPORT GOT")
+except ImportError as exc:
+    print("IMPORT blocked", exc)
+print("\\n".join(LEFT[0]))
+"""
+
+
+class SandboxKernel(KernelManager):
+    """Launches the sandbox kernel as the grader does (synchronously)."""
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        """The sandbox kernel's spec."""
+        return KernelSpec(argv=[sys.executable, "-P", "-m", "sparkcourse.grading.sandbox.kernel", "-f",
+                                "{connection_file}"], display_name="sandbox", language="python", env={})
+
+
+def _run_cells(cells: list[tuple[str, bool]]) -> list[str]:
+    """Run cells (source, locked?) in a fresh sandbox kernel; the text each one printed or raised."""
+    from sparkcourse.grading.sandbox.execute import exposed_paths
+    from sparkcourse.grading.sandbox.guards import code_hash
+
+    work = Path(tempfile.mkdtemp(prefix="sparkcourse-kernel-", dir="/var/tmp" if os.access("/var/tmp", os.W_OK)
+                                 else None))
+    root = os.geteuid() == 0
+    policy = dict(isolate=True, uid=4_242_424 if root else 0, hide=[], expose=exposed_paths(),
+                  locked=[code_hash(src) for src, locked in cells if locked], memory_mb=4096, nproc=512,
+                  fsize_mb=16, tmp_mb=64)
+    km = SandboxKernel()
+    env = dict(os.environ, SPARKCOURSE_SANDBOX=json.dumps(policy), PYTHONPATH=str(ROOT))
+    km.start_kernel(env=env, cwd=str(work))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        texts = []
+        for src, _ in cells:
+            chunks: list[str] = []
+            kc.execute_interactive(src, timeout=60, output_hook=lambda m, c=chunks: c.append(
+                m["content"].get("text", "") + m["content"].get("evalue", "")))
+            texts.append("".join(chunks))
+        return texts
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        from sparkcourse.grading.sandbox.namespaces import kill_uid
+
+        kill_uid(policy["uid"])
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+@pytest.fixture(scope="module")
+def kernel_run() -> list[str]:
+    if sys.platform != "linux":
+        pytest.skip("the sandbox kernel isolates itself on Linux only")
+    return _run_cells([(SETUP, True), (STUDENT, False), (TEST_REF, True), (AFTER, False)])
+
+
+def test_a_test_cell_uses_the_reference(kernel_run):
+    assert "TEST-RAN" in kernel_run[2], kernel_run[2]
+
+
+def test_reference_names_leave_the_namespace(kernel_run):
+    out = kernel_run[3]
+    assert "_ref GONE" in out and "ref GONE" in out, out
+    assert "MODULES []" in out, out
+    assert "IMPORT blocked" in out and "IMPORT GOT" not in out, out
+
+
+def test_code_a_test_calls_reaches_nothing(kernel_run):
+    out = kernel_run[3]
+    assert "GOT" not in out, out
+    assert out.count("blocked") >= 5, out

@@ -4,12 +4,13 @@ Started by the grader (``sparkcourse.grading.sandbox.execute.SandboxedExecute``)
 sparkcourse.grading.sandbox.kernel -f CONNECTION_FILE`` with its policy in the ``SPARKCOURSE_SANDBOX`` environment
 variable (JSON). In order (``isolation`` and ``guards`` say what each step does):
 
-1. while still single-threaded, as root: the reference sources are read, then the mount namespace hides the
-   course's private files and the reference;
-2. the throw-away uid, resource limits and a cleaned environment;
-3. the guards (import hook, meta-path finder serving the reference from memory, audit hook) and the kernel;
-4. before every locked cell: monkeypatched builtins, helpers, IPython hooks and kernel methods are restored; after
-   every cell: reference objects leave the namespace.
+1. while still single-threaded, as root: the guards read the reference and take it into their keeping (an audit
+   hook, a meta-path finder serving stand-in modules, an import hook), then the mount namespace hides the course's
+   private files and the reference;
+2. the throw-away uid, resource limits and a cleaned environment; then the kernel;
+3. before every locked cell: monkeypatched builtins, helpers, IPython hooks and kernel methods are restored, and the
+   guards learn which cell runs (they, not the kernel, hold the locked cells' hashes); after every cell: reference
+   objects leave the namespace, whatever their name.
 
 ``-P`` matters: without it Python would put the working directory (the student's folder, which can hold any
 ``.py`` file the student submitted) first on ``sys.path`` while the kernel is still root.
@@ -29,14 +30,15 @@ from typing import Any
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 
+from sparkcourse.grading.authoring import BEGIN_HIDDEN
 from sparkcourse.grading.sandbox import guards, isolation
-from sparkcourse.grading.sandbox.guards import REFERENCE, code_hash, is_reference
+from sparkcourse.grading.sandbox.guards import EV_CELL, is_reference, is_reference_name
 from sparkcourse.grading.sandbox.isolation import NOTES
 
 TRUSTED_MODULES = ("sparkcourse", "math", "cmath", "operator", "functools", "numpy", "torch", "random",
                    "inspect", "types", "re", "json", "statistics", "fractions", "decimal", "collections",
-                   "itertools", "importlib", "sys", "os", "traceback", "warnings", "pytest", "unittest")
-PATCHABLE_CLASSES = ("IPython", "ipykernel", "sparkcourse", __name__)
+                   "itertools", "importlib", "sys", "os", "traceback", "warnings", "pytest", "unittest", "codeop")
+PATCHABLE_CLASSES = ("IPython", "ipykernel", "sparkcourse", "codeop", __name__)
 POLICY: dict = {}
 
 
@@ -46,11 +48,9 @@ class SandboxKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         """Snapshot what locked cells rely on (builtins, trusted modules, IPython hooks, kernel methods)."""
         super().__init__(**kwargs)
-        self._locked = set(POLICY.get("locked", []))
         self._builtins = dict(vars(builtins))
         self._modules: dict[str, tuple[types.ModuleType, dict]] = {}
         self._protected: dict[str, object] = {}
-        self._stash: dict[str, object] = {}
         self._snapshot_modules()
         sh = self.shell
         self._hooks = {name: list(getattr(sh, name)) for name in
@@ -58,8 +58,8 @@ class SandboxKernel(IPythonKernel):
         self._events = {k: list(v) for k, v in sh.events.callbacks.items()}
         self._sys = {k: getattr(sys, k) for k in ("excepthook", "displayhook", "breakpointhook")}
         self._sys_lists = {k: list(getattr(sys, k)) for k in ("meta_path", "path_hooks")}
-        self._inst = {id(o): (o, dict(vars(o))) for o in (sh, self, sh.display_formatter, sh.displayhook)}
-        self._classes = {cls: dict(vars(cls)) for obj in (sh, self) for cls in type(obj).__mro__
+        self._inst = {id(o): (o, dict(vars(o))) for o in (sh, self, sh.display_formatter, sh.displayhook, sh.compile)}
+        self._classes = {cls: dict(vars(cls)) for obj in (sh, self, sh.compile) for cls in type(obj).__mro__
                          if cls.__module__.split(".")[0] in PATCHABLE_CLASSES}
 
     def _snapshot_modules(self) -> None:
@@ -90,8 +90,6 @@ class SandboxKernel(IPythonKernel):
         for k, v in self._protected.items():
             if ns.get(k) is not v:
                 ns[k] = v
-        for k, v in self._stash.items():
-            ns[k] = v
 
     def _restore_objects(self) -> None:
         """Methods patched onto the shell's and the kernel's classes and instances, as they were."""
@@ -141,38 +139,51 @@ class SandboxKernel(IPythonKernel):
         self._restore_hooks()
 
     def _hide_reference(self) -> None:
-        """After a locked cell: reference modules and objects leave sys.modules and the user namespace."""
-        ns = self.shell.user_ns
-        for k in [k for k, v in list(ns.items()) if not k.startswith("_") and is_reference(v)]:
-            self._stash[k] = ns.pop(k)
-        for name in [n for n in sys.modules if n == REFERENCE or n.startswith(REFERENCE + ".")]:
+        """After every cell: reference modules and objects leave sys.modules, the namespace (whatever their name:
+        ``ref``, ``_ref``, ``_``) and IPython's output history; a failed test's traceback goes too."""
+        sh = self.shell
+        ns = sh.user_ns
+        for k in [k for k, v in list(ns.items()) if is_reference(v)]:
+            del ns[k]
+        out = ns.get("Out")
+        if type(out) is dict:
+            for k in [k for k, v in list(out.items()) if is_reference(v)]:
+                del out[k]
+        for attr in ("_", "__", "___"):
+            if is_reference(vars(sh.displayhook).get(attr)):
+                setattr(sh.displayhook, attr, None)
+        for name in [n for n in sys.modules if is_reference_name(n)]:
             sys.modules.pop(name, None)
         pkg = sys.modules.get("sparkcourse")
         if pkg is not None and "reference" in vars(pkg):
             delattr(pkg, "reference")
 
+    def _cell_begins(self, code: str) -> tuple[bool, dict[str, int]]:
+        """Ask the guards whether this cell is locked (they hold the hashes); before a locked cell, restore what
+        the submission patched and tell them the cell's file name. (Locked?, the namespace's ids before it.)"""
+        box: list = []
+        sys.audit(EV_CELL, "begin", code, box)
+        if not (box and box[0] is True):
+            sys.audit(EV_CELL, "student", "", None)
+            return False, {}
+        self._restore()
+        before = {k: id(v) for k, v in list(self.shell.user_ns.items())}
+        sys.audit(EV_CELL, "locked", self.shell.compile.get_code_name(code, code, 0), None)
+        return True, before
+
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False, **kwargs: Any) -> dict:
         """Run a cell between the guards' bookkeeping (which never costs the student the cell)."""
-        locked = code_hash(code) in self._locked
-        ns = self.shell.user_ns
-        before: dict[str, int] = {}
+        locked, before = False, {}
         try:
-            if locked:
-                self._restore()
-                guards.GUARD.locked_files.add(self.shell.compile.get_code_name(code, code, 0))
-                before = {k: id(v) for k, v in list(ns.items())}
-            else:
-                for k in self._stash:
-                    ns.pop(k, None)
+            locked, before = self._cell_begins(code)
         except Exception as exc:  # a guard must never cost the student the cell
             sys.stderr.write(f"[sparkcourse.grading.sandbox] guard before cell: {exc!r}\n")
-        guards.GUARD.student_running = not locked
         try:
             return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin, **kwargs)
         finally:
-            guards.GUARD.student_running = False
             try:
+                sys.audit(EV_CELL, "idle", "", None)
                 self._after_cell(locked, before)
             except Exception as exc:
                 sys.stderr.write(f"[sparkcourse.grading.sandbox] guard after cell: {exc!r}\n")
@@ -180,12 +191,14 @@ class SandboxKernel(IPythonKernel):
     def _after_cell(self, locked: bool, before: dict[str, int]) -> None:
         """Hide the reference; after a locked cell, remember what it defined (restored before later ones)."""
         self._hide_reference()
-        if locked:  # what a locked cell defined is restored before every later locked cell
-            for k, v in list(self.shell.user_ns.items()):
-                if not k.startswith("_") and before.get(k) != id(v) and not is_reference(v):
-                    self._protected[k] = v
-            self._snapshot_modules()
-            self._builtins.update({k: v for k, v in list(vars(builtins).items()) if k not in self._builtins})
+        if not locked:
+            return
+        for k, v in list(self.shell.user_ns.items()):
+            if not k.startswith("_") and before.get(k) != id(v):
+                self._protected[k] = v
+        self._snapshot_modules()
+        self._builtins.update({k: v for k, v in list(vars(builtins).items()) if k not in self._builtins})
+        sys.last_type = sys.last_value = sys.last_traceback = None  # a failed test's frames
 
 
 def _unshadow_grading() -> None:
@@ -197,13 +210,22 @@ def _unshadow_grading() -> None:
     sparkcourse.grading = profile.grading
 
 
-def _trusted_dirs(ref_folder: str | None) -> list[str]:
-    """Where library code lives (trusted by the guards): the Python installation and the package."""
+def _install_guards() -> str | None:
+    """Read the reference while it is visible and hand it to the guards (nothing here keeps it); the reference
+    folder, to hide."""
+    import codeop
     import site
 
+    from IPython.core.compilerop import CachingCompiler
+
+    sources, ref_folder = guards.read_reference_sources()
     trusted = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.dirname(os.__file__)),
-               *site.getsitepackages(), site.getusersitepackages()]
-    return trusted + ([os.path.dirname(ref_folder)] if ref_folder else [])
+               *site.getsitepackages(), site.getusersitepackages()]  # (the grader's user site: HOME not yet cleaned)
+    guards.install(sources, trusted + ([os.path.dirname(ref_folder)] if ref_folder else []),
+                   {SandboxKernel.do_execute.__code__, SandboxKernel._cell_begins.__code__},
+                   set(POLICY.pop("locked", [])), BEGIN_HIDDEN,
+                   {codeop.Compile.__call__.__code__, CachingCompiler.ast_parse.__code__})
+    return ref_folder
 
 
 def _isolate(argv: list[str], cwd: str) -> str:
@@ -232,12 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     """Isolate, then run the kernel."""
     argv = list(sys.argv[1:] if argv is None else argv)
     POLICY.update(json.loads(os.environ.pop("SPARKCOURSE_SANDBOX", "{}") or "{}"))
-    sources, ref_folder = guards.read_reference_sources()
-    trusted = _trusted_dirs(ref_folder)  # (before the environment is cleaned: the user site is the grader's)
+    ref_folder = _install_guards()
     POLICY["hide"] = list(POLICY.get("hide", [])) + ([ref_folder] if ref_folder else [])
     _isolate(argv, os.getcwd())
     threading.stack_size(2 * 1024 * 1024)  # 2 MB stacks: a thousand simulator threads fit the memory cap
-    guards.install(sources, trusted)
     sys.stderr.write("".join(f"[sparkcourse.grading.sandbox] {n}\n" for n in NOTES))
     sys.stderr.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)  # (stderr stays: the grader's log; the PID namespace and the
