@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import ROOT, secret_lines
+from test_sandbox import Listener, check_net_probe, host_address, net_probe
 
 from sparkcourse.grading import course, sandbox
 
@@ -232,3 +234,33 @@ def test_resume_skips_what_is_graded(battery):
     again = course.grade(battery.root, [A], progress=False, workers=2, resume=True)
     assert {r.student for r in again} == set(battery.results)
     assert all(r.ok and "already graded" in r.message for r in again)
+
+
+def test_plain_autograde_kernel_has_no_network(battery):
+    """Plain `nbgrader autograde` (no `sparkcourse grade`, so no namespace around the grader): the kernel still
+    reaches nothing of the grader's network, not even its loopback (a server this test starts there counts every
+    connection), while a server the submission starts on its own loopback answers."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("the kernel makes its own network namespace only as root (see the README's threat model)")
+    host = host_address()
+    listeners = [Listener("127.0.0.1"), *([Listener(host)] if host else [])]
+    student = "netprobe"
+    try:
+        answers = course._answers(ROOT / "sample_class" / A / "ada.py")
+        answers["training"] = net_probe(listeners, host) + "\n" + answers["training"]
+        nb = nbformat.read(battery.root / "release" / A / f"{A}.ipynb", as_version=4)
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in answers:
+                cell.source = answers[gid]
+        target = battery.root / "submitted" / student / A / f"{A}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(nb, target)
+        proc = course.nbgrader(battery.root, "autograde", A, "--student", student, "--force", timeout=600)
+        out = _outputs(battery, student)
+    finally:
+        hits = [listener.close() for listener in listeners]
+        for folder in ("submitted", "autograded"):
+            shutil.rmtree(battery.root / folder / student, ignore_errors=True)
+    assert "network isolated in the kernel" in proc.stdout, proc.stdout[-3000:]
+    check_net_probe(out, hits, host)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,123 @@ def test_code_a_test_calls_reaches_nothing(kernel_run):
     out = kernel_run[3]
     assert "GOT" not in out, out
     assert out.count("blocked") >= 5, out
+
+
+# ---- the kernel's own network namespace ----------------------------------------------------------------------
+
+NET_PROBE = '''
+import os, socket, subprocess, sys, threading, time
+import zmq
+
+GRADER_PORT, HOST, HOST_PORT = {port}, {host!r}, {host_port}
+
+
+def _connect(addr, port):
+    try:
+        socket.create_connection((addr, port), timeout=3).close()
+        return "OPEN"
+    except OSError as exc:
+        return f"BLOCKED ({{exc}})"
+
+
+print("NET grader loopback:", _connect("127.0.0.1", GRADER_PORT))
+if HOST:
+    print("NET host address:", _connect(HOST, HOST_PORT))
+_box = []
+_t = threading.Thread(target=lambda: _box.append(_connect("127.0.0.1", GRADER_PORT)))
+_t.start()
+_t.join()
+print("NET from a thread:", _box[0])
+_child = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', %d), 3)"
+                         % GRADER_PORT], capture_output=True)
+print("NET from a subprocess:", "OPEN" if _child.returncode == 0 else "BLOCKED")
+_app = get_ipython().kernel.parent
+for _name, _ctx in (("kernel", _app.context), ("heartbeat", _app.heartbeat.context)):
+    _s = _ctx.socket(zmq.STREAM)  # connect() runs in the context's I/O threads
+    _s.connect(f"tcp://127.0.0.1:{{GRADER_PORT}}")
+time.sleep(2)
+_server = socket.socket()
+_server.bind(("127.0.0.1", 0))
+_server.listen()
+threading.Thread(target=lambda: _server.accept()[0].sendall(b"pong"), daemon=True).start()
+with socket.create_connection(_server.getsockname(), timeout=3) as _c:
+    print("NET own loopback server:", _c.recv(4).decode())
+print("NET threads in", len({{os.readlink(f"/proc/self/task/{{t}}/ns/net") for t in os.listdir("/proc/self/task")}}),
+      "network namespace(s)")
+'''
+
+
+class Listener:
+    """A TCP server in this (the grader's) network namespace that counts who reaches it."""
+
+    def __init__(self, host: str) -> None:
+        """Listen on ``host``, any port."""
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.hits = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.hits += 1
+            conn.close()
+
+    def close(self) -> int:
+        """Stop; how many connections arrived."""
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        return self.hits
+
+
+def host_address() -> str:
+    """An IPv4 address of one of this machine's interfaces other than the loopback, or ''."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                ifr = fcntl.ioctl(s, 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+            addr = socket.inet_ntoa(ifr[20:24])
+            if not addr.startswith("127."):
+                return addr
+    return ""
+
+
+def net_probe(listeners: list[Listener], host: str) -> str:
+    """The probe's source, aimed at the listeners (the first on 127.0.0.1, the last on ``host`` if any)."""
+    return NET_PROBE.format(port=listeners[0].port, host=host, host_port=listeners[-1].port)
+
+
+def check_net_probe(out: str, hits: list[int], host: str) -> None:
+    """Nothing reached the grader's namespace; the kernel's own loopback works; one namespace for all threads."""
+    assert hits == [0] * len(hits), (hits, out)
+    assert "OPEN" not in out and out.count("BLOCKED") == 3 + bool(host), out
+    assert "NET own loopback server: pong" in out, out
+    assert "NET threads in 1 network namespace(s)" in out, out
+
+
+def test_the_kernel_has_a_network_of_its_own():
+    """A sandbox kernel started on its own (no namespace around it): its cells reach nothing of this process's
+    network, not even the loopback, through sockets, threads, subprocesses or the kernel's ZMQ contexts."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("the kernel makes its own network namespace only as root (see the README's threat model)")
+    host = host_address()
+    listeners = [Listener("127.0.0.1"), *([Listener(host)] if host else [])]
+    try:
+        out = _run_cells([(net_probe(listeners, host), False)])[0]
+    finally:
+        hits = [listener.close() for listener in listeners]
+    check_net_probe(out, hits, host)

@@ -1,16 +1,18 @@
-"""The kernel isolates itself (Linux, as root or root of a user namespace): files, uid, limits, environment.
+"""The kernel isolates itself (Linux, as root or root of a user namespace): files, network, uid, limits, environment.
 
 In the order the kernel applies them:
 
 1. ``isolate_files``: a private mount namespace in which the course's private files and the reference solutions are
    hidden behind empty mounts, every other mount is read-only, ``/tmp`` and ``/dev/shm`` are fresh size-capped tmpfs
    and the working directory is a tmpfs copy of the student's own folder (hidden tests stripped).
-2. ``drop_privileges``, ``apply_limits``, ``clean_environment``: a throw-away uid, resource limits and an
+2. ``leave_network``: a network namespace of the kernel's own with only its loopback, made while the process is
+   still single-threaded (``unshare`` moves only the calling thread; every thread started later inherits it);
+   ``KernelNetwork.grader_side`` steps back into the grader's namespace just long enough to bind each of the
+   kernel's ZMQ sockets there, so the grader can reach the kernel while nothing the submission opens reaches out.
+   This holds under plain ``nbgrader autograde`` too; ``sparkcourse grade`` adds its own network namespace around
+   the grader (``namespaces.isolation_prefix``).
+3. ``drop_privileges``, ``apply_limits``, ``clean_environment``: a throw-away uid, resource limits and an
    environment without the grader's secrets.
-
-The network namespace is not made here: the grader runs each ``nbgrader autograde`` inside its own network and PID
-namespace (``namespaces.isolation_prefix``), so the kernel shares a private loopback with its grader and nothing
-else.
 
 Every step says what it did, or why it could not, in ``NOTES`` (the kernel writes them to stderr; they end up in
 ``reports/grade.json``).
@@ -18,18 +20,23 @@ Every step says what it did, or why it could not, in ``NOTES`` (the kernel write
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import resource
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+from sparkcourse.grading.sandbox.namespaces import loopback_up
 
 NOTES: list[str] = []
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
-CLONE_NEWNS = 0x00020000
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
 _FLAG_OPTS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONHASHSEED", "NBGRADER_EXECUTION", "SPARKCOURSE_PROFILE",
             "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -43,6 +50,8 @@ def _libc() -> ctypes.CDLL:
     """libc with the argument types of the calls used here."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
     return libc
 
 
@@ -222,6 +231,73 @@ def isolate_files(policy: dict, cwd: str) -> bool:
                  f"private /tmp and working copy ({tmp_mb} MB)"
                  + (f"; {len(kept)} folders of the real /tmp bound in read-only" if kept else ""))
     return True
+
+
+# ---- network --------------------------------------------------------------------------------------------------
+
+class KernelNetwork:
+    """The kernel's own network namespace, and the grader's, kept open to bind the kernel's sockets there."""
+
+    def __init__(self, libc: ctypes.CDLL, grader_fd: int, own_fd: int) -> None:
+        """Hold both namespaces (file descriptors from /proc/self/ns/net)."""
+        self._libc, self._grader, self._own = libc, grader_fd, own_fd
+
+    def _enter(self, fd: int) -> None:
+        """setns(2) for the calling thread; OSError on failure."""
+        if self._libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns: {_errno_text()}")
+
+    @contextlib.contextmanager
+    def grader_side(self) -> Iterator[None]:
+        """Run the block in the grader's namespace (this thread only): a socket bound there stays there."""
+        if self._grader < 0:
+            yield
+            return
+        self._enter(self._grader)
+        try:
+            yield
+        finally:
+            self._enter(self._own)
+
+    def seal(self) -> None:
+        """Forget the grader's namespace for good (before any cell runs)."""
+        for fd in (self._grader, self._own):
+            if fd >= 0:
+                os.close(fd)
+        self._grader = self._own = -1
+
+
+def _threads() -> int:
+    """How many threads this process has (unshare only moves the calling one)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def leave_network(policy: dict) -> KernelNetwork | None:
+    """A network namespace of the kernel's own (only its loopback); None where the platform refuses one."""
+    if not policy.get("isolate", True):
+        return None
+    if _threads() != 1:  # a thread left behind would keep the grader's network for the submission
+        NOTES.append("network NOT isolated in the kernel (it already had threads)")
+        return None
+    libc = _libc()
+    grader = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        os.close(grader)
+        NOTES.append(f"network NOT isolated in the kernel (no network namespace: {_errno_text()}); "
+                     "only the grader's namespace, where `sparkcourse grade` made one, stands between the "
+                     "submission and the network")
+        return None
+    try:
+        loopback_up()
+    except OSError as exc:
+        NOTES.append(f"the kernel's own loopback is down ({exc.strerror}): localhost servers will not work")
+    own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    NOTES.append("network isolated in the kernel: a namespace of its own with only its loopback "
+                 "(the grader reaches the kernel through sockets bound before it left)")
+    return KernelNetwork(libc, grader, own)
 
 
 # ---- uid, limits, environment ---------------------------------------------------------------------------------

@@ -5,10 +5,14 @@ sparkcourse.grading.sandbox.kernel -f CONNECTION_FILE`` with its policy in the `
 variable (JSON). In order (``isolation`` and ``guards`` say what each step does):
 
 1. while still single-threaded, as root: the guards read the reference and take it into their keeping (an audit
-   hook, a meta-path finder serving stand-in modules, an import hook), then the mount namespace hides the course's
-   private files and the reference;
-2. the throw-away uid, resource limits and a cleaned environment; then the kernel;
-3. before every locked cell: monkeypatched builtins, helpers, IPython hooks and kernel methods are restored, and the
+   hook, a meta-path finder serving stand-in modules, an import hook), the mount namespace hides the course's
+   private files and the reference, the environment is cleaned, and the kernel leaves the grader's network
+   namespace for one of its own (only its loopback);
+2. ipykernel binds each of its sockets in the grader's network namespace (``SandboxKernelApp``: the grader can
+   reach the kernel) and starts its threads in the kernel's own (nothing the submission opens reaches out);
+3. before the shell exists (nothing of the submission's has run): the throw-away uid for every thread, resource
+   limits, the student's folder on ``sys.path``;
+4. before every locked cell: monkeypatched builtins, helpers, IPython hooks and kernel methods are restored, and the
    guards learn which cell runs (they, not the kernel, hold the locked cells' hashes); after every cell: reference
    objects leave the namespace, whatever their name.
 
@@ -19,27 +23,101 @@ variable (JSON). In order (``isolation`` and ``guards`` say what each step does)
 from __future__ import annotations
 
 import builtins
+import errno
+import functools
 import gc
 import json
 import os
 import sys
 import threading
 import types
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import zmq
+from ipykernel.heartbeat import Heartbeat
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 
 from sparkcourse.grading.authoring import BEGIN_HIDDEN
 from sparkcourse.grading.sandbox import guards, isolation
 from sparkcourse.grading.sandbox.guards import EV_CELL, is_reference, is_reference_name
-from sparkcourse.grading.sandbox.isolation import NOTES
+from sparkcourse.grading.sandbox.isolation import NOTES, KernelNetwork
 
 TRUSTED_MODULES = ("sparkcourse", "math", "cmath", "operator", "functools", "numpy", "torch", "random",
                    "inspect", "types", "re", "json", "statistics", "fractions", "decimal", "collections",
                    "itertools", "importlib", "sys", "os", "traceback", "warnings", "pytest", "unittest", "codeop")
 PATCHABLE_CLASSES = ("IPython", "ipykernel", "sparkcourse", "codeop", __name__)
 POLICY: dict = {}
+
+
+class BoundHeartbeat(Heartbeat):
+    """ipykernel's heartbeat, but its socket is made and bound by the calling thread (in the grader's network
+    namespace); its own thread only answers pings."""
+
+    def __init__(self, context: zmq.Context, addr: tuple, network: KernelNetwork | None, **curve: Any) -> None:
+        """Create and bind the socket now."""
+        super().__init__(context, addr, **curve)
+        self.socket = context.socket(zmq.ROUTER)
+        self.socket.linger = 1000
+        if self._curve_secretkey is not None:
+            self.socket.curve_secretkey = self._curve_secretkey
+            self.socket.curve_publickey = self._curve_publickey
+            self.socket.curve_server = True
+        with network.grader_side() if network else nullcontext():
+            self._bind_socket()
+
+    def run(self) -> None:
+        """Echo pings until the context ends (Heartbeat.run without making and binding the socket)."""
+        self.name = "Heartbeat"
+        while True:
+            try:
+                zmq.device(zmq.QUEUE, self.socket, self.socket)
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                if exc.errno == zmq.ETERM:
+                    try:
+                        self.socket.close()
+                    except zmq.ZMQError:
+                        pass
+                break
+            else:
+                break
+
+
+class SandboxKernelApp(IPKernelApp):
+    """IPKernelApp that binds its sockets in the grader's network namespace and leaves root before the shell
+    exists. ``network`` and ``leave_root`` are set before ``initialize``."""
+
+    network: KernelNetwork | None = None
+    leave_root: Any = None
+
+    def _grader_side(self) -> AbstractContextManager:
+        """The grader's network namespace, for binding (nothing to do where the kernel has none of its own)."""
+        return self.network.grader_side() if self.network else nullcontext()
+
+    def _bind_socket(self, s: zmq.Socket, port: int) -> int:
+        """Bind in the grader's namespace: the grader connects to it there."""
+        with self._grader_side():
+            return super()._bind_socket(s, port)
+
+    def init_heartbeat(self) -> None:
+        """The heartbeat: its socket bound here, in the grader's namespace; its thread in the kernel's."""
+        self.heartbeat = BoundHeartbeat(zmq.Context(), (self.transport, self.ip, self.hb_port), self.network,
+                                        curve_publickey=self.curve_publickey, curve_secretkey=self.curve_secretkey)
+        self.hb_port = self.heartbeat.port
+        self.log.debug("Heartbeat REP Channel on port: %i", self.hb_port)
+        self.heartbeat.start()
+
+    def init_io(self) -> None:
+        """Every socket is bound and the connection file written: forget the grader's namespace, leave root."""
+        if self.network is not None:
+            self.network.seal()
+        leave, self.leave_root = self.leave_root, None
+        if leave is not None:
+            leave()
+        super().init_io()
 
 
 class SandboxKernel(IPythonKernel):
@@ -228,8 +306,9 @@ def _install_guards() -> str | None:
     return ref_folder
 
 
-def _isolate(argv: list[str], cwd: str) -> str:
-    """Mounts, uid, limits and environment; the kernel's home (its connection file copied there)."""
+def _isolate(argv: list[str], cwd: str) -> tuple[str, bool, str | None]:
+    """Mounts and a clean environment, while still root; (the kernel's home, files isolated?, connection file
+    copied there)."""
     conn = argv[argv.index("-f") + 1] if "-f" in argv else None
     conn_text = open(conn).read() if conn else None  # noqa: SIM115 - read before the mounts hide it
     isolated = isolation.isolate_files(POLICY, cwd) if POLICY.get("isolate", True) else False
@@ -240,30 +319,40 @@ def _isolate(argv: list[str], cwd: str) -> str:
         with open(conn, "w") as fh:
             fh.write(conn_text)
         argv[argv.index("-f") + 1] = conn
+    isolation.clean_environment(home)
+    return home, isolated, conn
+
+
+def _leave_root(cwd: str, home: str, isolated: bool, conn: str | None) -> None:
+    """The throw-away uid (every thread) and limits; then the student's folder on sys.path; say what held."""
     dropped = isolation.drop_privileges(int(POLICY.get("uid", 0)), [cwd, home] if isolated else [home]) \
         if POLICY.get("isolate", True) else False
-    if dropped and conn_text is not None:
+    if dropped and conn is not None:
         os.chmod(conn, 0o600)
     isolation.apply_limits(POLICY, dropped)
-    isolation.clean_environment(home)
     sys.path.insert(0, cwd)  # off root now: the student's own modules may be imported (-P kept them out so far)
-    return home
+    sys.stderr.write("".join(f"[sparkcourse.grading.sandbox] {n}\n" for n in NOTES))
+    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Isolate, then run the kernel."""
+    """Isolate, bind, leave root, then run the kernel."""
     argv = list(sys.argv[1:] if argv is None else argv)
     POLICY.update(json.loads(os.environ.pop("SPARKCOURSE_SANDBOX", "{}") or "{}"))
     ref_folder = _install_guards()
     POLICY["hide"] = list(POLICY.get("hide", [])) + ([ref_folder] if ref_folder else [])
-    _isolate(argv, os.getcwd())
+    cwd = os.getcwd()
+    home, isolated, conn = _isolate(argv, cwd)
+    network = isolation.leave_network(POLICY)  # (still single-threaded: every thread to come starts there)
     threading.stack_size(2 * 1024 * 1024)  # 2 MB stacks: a thousand simulator threads fit the memory cap
-    sys.stderr.write("".join(f"[sparkcourse.grading.sandbox] {n}\n" for n in NOTES))
-    sys.stderr.flush()
     devnull = os.open(os.devnull, os.O_WRONLY)  # (stderr stays: the grader's log; the PID namespace and the
     os.dup2(devnull, 1)                         # uid sweep end stray children that hold it open)
     _unshadow_grading()
-    IPKernelApp.launch_instance(argv=argv, kernel_class=SandboxKernel)
+    app = SandboxKernelApp.instance(kernel_class=SandboxKernel)
+    app.network = network
+    app.leave_root = functools.partial(_leave_root, cwd, home, isolated, conn)
+    app.initialize(argv)
+    app.start()
 
 
 if __name__ == "__main__":
