@@ -27,6 +27,7 @@ import errno
 import functools
 import gc
 import json
+import linecache
 import os
 import sys
 import threading
@@ -39,7 +40,7 @@ from ipykernel.heartbeat import Heartbeat
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 
-from sparkcourse.grading.authoring import BEGIN_HIDDEN
+from sparkcourse.grading.authoring import BEGIN_HIDDEN, strip_hidden
 from sparkcourse.grading.sandbox import guards, isolation
 from sparkcourse.grading.sandbox.guards import EV_CELL, is_reference, is_reference_name
 from sparkcourse.grading.sandbox.isolation import NOTES, KernelNetwork
@@ -236,6 +237,27 @@ class SandboxKernel(IPythonKernel):
         if pkg is not None and "reference" in vars(pkg):
             delattr(pkg, "reference")
 
+    def _scrub_hidden_tests(self) -> None:
+        """After a locked cell: its hidden tests leave what IPython remembers of it (``In``, ``_i*``, the history
+        manager, linecache), which a later solution cell could otherwise print into its feedback."""
+        def clean(value: object) -> object:
+            """``value`` without hidden tests."""
+            return strip_hidden(value) if isinstance(value, str) and BEGIN_HIDDEN in value else value
+
+        hm = self.shell.history_manager
+        for hist in (hm.input_hist_parsed, hm.input_hist_raw):
+            hist[:] = [clean(src) for src in hist]
+        for attr in ("_i00", "_i", "_ii", "_iii"):
+            setattr(hm, attr, clean(getattr(hm, attr)))
+        ns = self.shell.user_ns
+        for k, v in list(ns.items()):
+            if k.startswith("_i") and isinstance(v, str):
+                ns[k] = clean(v)
+        for name, entry in list(linecache.cache.items()):
+            if len(entry) == 4 and isinstance(entry[2], list) and any(BEGIN_HIDDEN in ln for ln in entry[2]):
+                text = clean("".join(entry[2]))
+                linecache.cache[name] = (len(text), None, text.splitlines(keepends=True), name)
+
     def _cell_begins(self, code: str) -> tuple[bool, dict[str, int]]:
         """Ask the guards whether this cell is locked (they hold the hashes); before a locked cell, restore what
         the submission patched and tell them the cell's file name. (Locked?, the namespace's ids before it.)"""
@@ -271,6 +293,7 @@ class SandboxKernel(IPythonKernel):
         self._hide_reference()
         if not locked:
             return
+        self._scrub_hidden_tests()
         for k, v in list(self.shell.user_ns.items()):
             if not k.startswith("_") and before.get(k) != id(v):
                 self._protected[k] = v
@@ -351,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     app = SandboxKernelApp.instance(kernel_class=SandboxKernel)
     app.network = network
     app.leave_root = functools.partial(_leave_root, cwd, home, isolated, conn)
-    app.initialize(argv)
+    app.initialize([*argv, "--HistoryManager.enabled=False"])  # no history database holding the hidden tests
     app.start()
 
 

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 
+# (the package imports this module to re-export it, so ``-m`` would make runpy warn that it is already imported)
 ENTRY = ("-W", "ignore::RuntimeWarning:runpy", "-m", "sparkcourse.grading.sandbox.namespaces", "netns-exec", "--")
 
 
