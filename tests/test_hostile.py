@@ -211,7 +211,8 @@ def test_frames_and_hooks_show_no_test(battery):
     got = _attacks(battery, "framewalk")
     assert not {k: v for k, v in got.items() if v.startswith("GOT")}, got
     for name in ("sys._getframe", "inspect.currentframe().f_back", "inspect.stack", "traceback", "generator",
-                 "sys._current_frames", "gc.get_objects", "gc.get_referrers", "sys.settrace", "audit hook"):
+                 "sys._current_frames", "gc.get_objects", "gc.get_referrers", "sys.settrace", "audit hook",
+                 "refusal traceback"):
         assert got.get(name, "").startswith("blocked"), (name, got)
     assert "training_bytes: the course's reference solutions are not available" in _outputs(battery, "framewalk")
 

@@ -111,6 +111,18 @@ def weight_bytes(n_params, fmt, group_size=None):
     return bits_per_param(fmt, group_size) * n_params / 8.0
 # %% answer id=kv_cache
 _report("audit hook", f"GOT {len(SEEN_EVENTS)} events" if SEEN_EVENTS else "blocked (never called)")
+_held = []  # a refused import's traceback runs through the guards' own frames: what do they hold?
+try:
+    import sparkcourse.reference.w00_spark_capacity
+except ImportError as _exc:
+    _tb = _exc.__traceback__
+    while _tb is not None:
+        try:
+            _held.append(type(_tb.tb_frame.f_locals.get("self")).__name__)
+        except Exception:
+            _held.append("refused")
+        _tb = _tb.tb_next
+_report("refusal traceback", f"GOT {_held}" if "_Warden" in _held else f"blocked {_held}")
 
 
 def kv_bytes_per_token(cfg, bytes_per_value=2.0):

@@ -22,8 +22,9 @@ nothing worth taking:
   identity, not by file name; code compiled under a library's, a locked cell's or the reference's file name that is
   not that file's own text (or IPython compiling the locked cell that runs) is forged and trusted nowhere.
 
-What remains is in the README's threat model (ctypes; C-level callables such as ``functools.partial`` chains that
-run with no frame of the student's on the stack; a signal handler's frame argument).
+What remains is in the README's threat model: ``ctypes``; C-level callables such as ``functools.partial`` chains
+that run with no frame of the student's on the stack; and a Python signal handler, which receives whatever frame
+runs when it fires (the warden's own included) without an audit event.
 """
 
 from __future__ import annotations
@@ -214,6 +215,8 @@ class _Warden:
         self.meta = {name: (filename, pkg) for name, (_, filename, pkg) in sources.items()}
         self.ref_files = frozenset(filename for filename, _ in self.meta.values())
         self.ref_codes = {id(c): c for code in self.codes.values() for c in _nested_codes(code)}
+        own = [f.__code__ for f in vars(type(self)).values() if isinstance(f, types.FunctionType)]
+        self.own_codes = {id(c) for code in [*own, ReferenceFinder.exec_module.__code__] for c in _nested_codes(code)}
         self.trusted_dirs = tuple(sorted({os.path.join(os.path.realpath(d), "") for d in trusted_dirs if d}))
         self.own_file = __file__
         self.callers = {event: {id(c) for c in codes} for event, codes in callers.items()}
@@ -265,9 +268,11 @@ class _Warden:
         return name in self.locked_files or name.startswith("<frozen ") or name.startswith(self.trusted_dirs)
 
     def _secret(self, code: types.CodeType) -> bool:
-        """Code student code must not see: the reference, and locked cells that hold hidden tests."""
+        """Code whose frames student code must not see: the reference, locked cells that hold hidden tests, and the
+        warden itself (its frames sit in the traceback of every refusal it raises)."""
         name = code.co_filename
-        return id(code) in self.ref_codes or (type(name) is str and name in self.secret_files)
+        return id(code) in self.ref_codes or id(code) in self.own_codes or (
+            type(name) is str and name in self.secret_files)
 
     def _student_on_stack(self, frame: types.FrameType | None) -> bool:
         """True if any frame from ``frame`` down is code the guards do not trust (the student's)."""
@@ -432,8 +437,8 @@ class _Warden:
             raise RuntimeError("the grading sandbox does not show test or reference frames to submissions")
 
     def _on_current_frames(self, caller: types.FrameType, args: tuple) -> None:
-        """Every thread's frame: refused under a student frame while a locked cell runs."""
-        if self.state == "locked" and self._student_on_stack(caller):
+        """Every thread's frame (another thread may be in a test, or in the warden): refused under a student frame."""
+        if self._student_on_stack(caller):
             raise RuntimeError("the grading sandbox does not show test or reference frames to submissions")
 
     def _on_getattr_audit(self, caller: types.FrameType, args: tuple) -> None:
