@@ -22,11 +22,11 @@ c.LockCells.lock_grade_cells = True
 c.LockCells.lock_readonly_cells = True
 c.OverwriteCells.add_missing_cells = True
 
-# Grading runs each submission in sparkcourse's sandboxed, crash-tolerant kernel (sparkcourse/grader/sandbox.py):
+# Grading runs each submission in sparkcourse's sandboxed, crash-tolerant kernel (sparkcourse/grader/sandbox/execute.py):
 # nbgrader's Execute is replaced, the rest of nbgrader's autograde steps are unchanged.
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
-    "sparkcourse.grader.sandbox.DropDuplicateGradeIds",
+    "sparkcourse.grader.sandbox.execute.DropDuplicateGradeIds",
     "sparkcourse.grader.metadata.TrustReleaseMetadata",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
@@ -34,7 +34,7 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 c.Autograde.autograde_preprocessors = [
-    "sparkcourse.grader.sandbox.SandboxedExecute",
+    "sparkcourse.grader.sandbox.execute.SandboxedExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -45,7 +45,7 @@ c.Autograde.autograde_preprocessors = [
 
 # Time limits: per cell (Execute.timeout) and per notebook (SandboxedExecute.notebook_timeout, default
 # SPARKCOURSE_NOTEBOOK_TIMEOUT or 300 s; cells after it record 0). Memory, processes, file size and output caps:
-# SandboxedExecute.memory_mb / nproc / fsize_mb / output_limit (see sparkcourse/grader/sandbox.py).
+# SandboxedExecute.memory_mb / nproc / fsize_mb / output_limit (see sparkcourse/grader/sandbox/execute.py).
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
 c.Execute.startup_timeout = 120

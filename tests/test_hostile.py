@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import ROOT, secret_lines
+from test_sandbox import Listener, check_net_probe, host_address, net_probe
 
 from sparkcourse.grader import authoring, course, sandbox
+
+pytestmark = pytest.mark.hostile
 
 A = "00-spark-capacity"
 HOSTILE = Path(__file__).parent / "hostile"
@@ -49,6 +53,19 @@ def _tamper(nb) -> None:
     cells.append(nbformat.v4.new_code_cell("pass", metadata=json.loads(json.dumps(dup.metadata))))
     nb.cells = cells
     nb.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "evil", "language": "python"}
+
+
+def _forge(nb) -> None:
+    """Forge nbgrader metadata: a new graded cell, more points for a test, a test turned into an answer."""
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") == "test_audit":
+            meta["points"] = 100
+        if meta.get("grade_id") == "test_training":
+            meta.update(locked=False, solution=True)
+            cell.source = "pass"
+    nb.cells.append(nbformat.v4.new_code_cell("pass", metadata={"nbgrader": {
+        "grade": True, "grade_id": "bonus", "points": 100, "locked": False, "solution": False, "schema_version": 3}}))
 
 
 @dataclass
@@ -105,6 +122,8 @@ def battery(tmp_path_factory) -> Battery:
                 cell.source = answers[gid]
         if case == "tamper":
             _tamper(nb)
+        if case == "forged":
+            _forge(nb)
         target = root / "submitted" / case / A / f"{A}.ipynb"
         target.parent.mkdir(parents=True)
         nbformat.write(nb, target)
@@ -154,6 +173,15 @@ def test_grader_files_are_untouched(battery):
     assert not changed, f"a submission changed {changed}"
 
 
+def test_forged_metadata_is_reset_and_flagged(battery):
+    """Graded on the release's cells and points (17 of 17, not 217); the TA sees what was forged."""
+    got = battery.scores["forged"]
+    assert "bonus" not in got and got["test_audit"] == (3.0, 3.0) and got["test_training"] == (2.0, 2.0)
+    assert sum(s for s, _ in got.values()) == 17
+    flags = battery.results["forged"].flags
+    assert "bonus" in flags and "test_audit: points" in flags and "test_training" in flags
+
+
 def _isolated(b: Battery) -> bool:
     return "files isolated" in b.results["snoop"].sandbox
 
@@ -184,6 +212,37 @@ def test_reference_import_is_refused(battery):
     assert "reference solutions are not available" in out
 
 
+def _attacks(b: Battery, case: str) -> dict[str, str]:
+    """What each attack of a case reported (``ATTACK name: outcome`` lines; the last word on each name)."""
+    lines = [ln for ln in _outputs(b, case).splitlines() if ln.startswith("ATTACK ")]
+    return {ln[7:].split(": ", 1)[0]: ln.split(": ", 1)[1] for ln in lines if ": " in ln[7:]}
+
+
+def test_reference_objects_cannot_be_stolen(battery):
+    """Whatever holds the reference while a test runs (the test's `ref`, sys.modules, the stand-in's __dict__,
+    closures, __wrapped__, __globals__, defaults) gives student code nothing; nothing is left for later cells."""
+    got = _attacks(battery, "refsteal")
+    assert not {k: v for k, v in got.items() if v.startswith("GOT")}, got
+    for name in ("test namespace .training_bytes", "sys.modules .training_bytes"):
+        assert got.get(name, "").startswith("blocked") and "not available to submissions" in got[name], got
+    for name in ("_ref", "ref", "R", "w00_spark_capacity"):
+        assert got.get(f"left in the namespace as {name}") == "nothing", got
+    assert got.get("sys.modules in a later cell") == "nothing", got
+
+
+def test_frames_and_hooks_show_no_test(battery):
+    """From inside a function a test calls: no frame of the test (sys._getframe, inspect, tracebacks, generators,
+    sys._current_frames), no gc, no trace or audit hook; C-level callables steered by the test's own check get
+    nothing from the reference either."""
+    got = _attacks(battery, "framewalk")
+    assert not {k: v for k, v in got.items() if v.startswith("GOT")}, got
+    for name in ("sys._getframe", "inspect.currentframe().f_back", "inspect.stack", "traceback", "generator",
+                 "sys._current_frames", "gc.get_objects", "gc.get_referrers", "sys.settrace", "audit hook",
+                 "refusal traceback"):
+        assert got.get(name, "").startswith("blocked"), (name, got)
+    assert "training_bytes: the course's reference solutions are not available" in _outputs(battery, "framewalk")
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_feedback_shows_no_hidden_tests(battery, case):
     text = html.unescape(re.sub(r"<[^>]+>", "", (battery.root / "feedback" / case / A / f"{A}.html").read_text()))
@@ -202,3 +261,33 @@ def test_resume_skips_what_is_graded(battery):
     again = course.grade(battery.root, [A], progress=False, workers=2, resume=True)
     assert {r.student for r in again} == set(battery.results)
     assert all(r.ok and "already graded" in r.message for r in again)
+
+
+def test_plain_autograde_kernel_has_no_network(battery):
+    """Plain `nbgrader autograde` (no `sparkcourse grade`, so no namespace around the grader): the kernel still
+    reaches nothing of the grader's network, not even its loopback (a server this test starts there counts every
+    connection), while a server the submission starts on its own loopback answers."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("the kernel makes its own network namespace only as root (see the README's threat model)")
+    host = host_address()
+    listeners = [Listener("127.0.0.1"), *([Listener(host)] if host else [])]
+    student = "netprobe"
+    try:
+        answers = course._answers(ROOT / "sample_class" / A / "ada.py")
+        answers["training"] = net_probe(listeners, host) + "\n" + answers["training"]
+        nb = nbformat.read(battery.root / "release" / A / f"{A}.ipynb", as_version=4)
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in answers:
+                cell.source = answers[gid]
+        target = battery.root / "submitted" / student / A / f"{A}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(nb, target)
+        proc = course.nbgrader(battery.root, "autograde", A, "--student", student, "--force", timeout=600)
+        out = _outputs(battery, student)
+    finally:
+        hits = [listener.close() for listener in listeners]
+        for folder in ("submitted", "autograded"):
+            shutil.rmtree(battery.root / folder / student, ignore_errors=True)
+    assert "network isolated in the kernel" in proc.stdout, proc.stdout[-3000:]
+    check_net_probe(out, hits, host)

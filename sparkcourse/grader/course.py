@@ -316,7 +316,7 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
     submissions graded after they were last changed. A run where most submissions of an assignment fail the
     set-up cell is reported as an environment failure (reports/grade-run.json, ``environment``).
     """
-    from sparkcourse.grader import sandbox
+    from sparkcourse.grader.sandbox import isolation_prefix
 
     workers = max(1, workers or os.cpu_count() or 1)
     names = only or assignments(root)
@@ -326,7 +326,7 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
         skipped = [(a, s) for a, s in jobs if graded_already(root, a, s)]
         results += [StepResult(a, s, True, 0.0, "already graded (resume)") for a, s in skipped]
         jobs = [j for j in jobs if j not in set(skipped)]
-    prefix, how = sandbox.isolation_prefix()
+    prefix, how = isolation_prefix()
     _gradebook_wal(root)
     preflight(root, sorted({a for a, _ in jobs}), timeout, prefix, workers)
     try:
