@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from sparkcourse.profile import Profile, current, grading  # noqa: E402
+from sparkcourse.profile import Profile, current, grading, offline_if_tiny  # noqa: E402
 
 __all__ = ["Profile", "__version__", "current", "grading", "setup"]
 
@@ -19,8 +19,8 @@ def setup(seed: int = 0, quiet: bool = False) -> Profile:
 
     import numpy as np
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    prof = current()
+    offline_if_tiny(prof)  # tiny: no network; spark: downloads allowed (never forced offline)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     random.seed(seed)
     np.random.seed(seed)
@@ -30,7 +30,6 @@ def setup(seed: int = 0, quiet: bool = False) -> Profile:
         torch.manual_seed(seed)
     except ImportError:  # pragma: no cover
         pass
-    prof = current()
     if grading():
         _quiet_stderr_while_grading()
     if not quiet:

