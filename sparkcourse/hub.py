@@ -172,6 +172,15 @@ def layers_that_fit(values: dict, budget_bytes: float | None, bytes_per_param: f
     return max(0, min(full, int((budget_bytes / bytes_per_param - rest) // per_layer)))
 
 
+def _require_device(model_id: str, device) -> None:
+    """Unavailable when a cell asks for a GPU this machine does not have (the spark profile forced on a CPU)."""
+    import torch
+
+    if isinstance(device, str) and device.startswith("cuda") and not torch.cuda.is_available():
+        raise Unavailable(f"{model_id} on {device}: this machine has no CUDA GPU",
+                          "run it on a DGX Spark (or any CUDA machine); on a CPU use SPARKCOURSE_PROFILE=tiny")
+
+
 def _device_name(device) -> str:
     """``cuda``/``cpu``/… for a device or device_map argument (``auto``: the GPU when there is one)."""
     import torch
@@ -226,6 +235,7 @@ def causal_lm(model_id: str, dtype=None, device: str | None = None, *, max_bytes
     """
     device = kw.pop("device_map", device)
     kw = {k: v for k, v in kw.items() if v is not None}  # quantization_config=None: a plain load
+    _require_device(model_id, device)
     if standin():
         return _standin_lm(model_id, dtype, device, max_bytes, seed, **kw)
     try:
@@ -300,6 +310,7 @@ def cross_encoder(model_id: str, device: str | None = None, *, seed: int = 0, **
     """
     from sentence_transformers import CrossEncoder
 
+    _require_device(model_id, device)
     if not standin():
         try:
             return CrossEncoder(model_id, device=device, **kw), f"{model_id}: pretrained weights"

@@ -116,6 +116,9 @@ def test_tiny_standin_runs_on_cpu(tiny_configs):
         hub.causal_lm("test/tiny-llama", max_bytes=1000)
     with pytest.raises(hub.Unavailable, match="no stand-in for nope/none"):
         hub.causal_lm("nope/none")
+    if not torch.cuda.is_available():
+        with pytest.raises(hub.Unavailable, match="no CUDA GPU"):
+            hub.causal_lm("test/tiny-llama", device="cuda")
 
 
 def test_standin_through_from_pretrained_options(tiny_configs):
@@ -170,7 +173,7 @@ def test_unavailable_message(monkeypatch, capsys, error, expect):
 
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", fail)
     with pytest.raises(hub.Unavailable) as info:
-        hub.causal_lm("meta-llama/Llama-3.1-8B-Instruct", device="cuda")
+        hub.causal_lm("meta-llama/Llama-3.1-8B-Instruct")
     assert info.value.what.startswith("meta-llama/Llama-3.1-8B-Instruct could not be loaded")
     assert expect in info.value.fix and "SPARKCOURSE_STANDIN=1" in info.value.fix
     hub.report(info.value)
