@@ -74,7 +74,8 @@ def parse_log(text: str) -> tuple[int, str, int | None]:
 def run_week(root: Path, week: str, profile: str = "tiny", standin: bool = True, timeout: float = DEFAULT_TIMEOUT,
              log_dir: Path | None = None) -> WeekRun:
     """Run ``authoring/<week>.py`` as a script in a temporary directory and report how it went."""
-    script = (root / "authoring" / f"{week}.py").resolve()
+    root = root.resolve()  # the child runs elsewhere: paths must not be relative
+    script = root / "authoring" / f"{week}.py"
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="sparkcourse-smoke-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{week}.log"
