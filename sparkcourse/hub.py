@@ -282,7 +282,12 @@ def _standin_lm(model_id: str, dtype, device, max_bytes, seed: int, **kw):
     tokenizer, tok_note = _standin_tokenizer(model_id)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    n = sum(p.numel() for p in model.parameters())
+    for cfg in (model.config, getattr(model, "generation_config", None)):  # special tokens: the stand-in's tokenizer
+        if cfg is None:
+            continue
+        cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id = (tokenizer.pad_token_id, tokenizer.bos_token_id,
+                                                                tokenizer.eos_token_id)
+    n = meta_params(config)  # the architecture's count (a 4-bit model packs two weights per stored element)
     label = (f"stand-in: {model_id} architecture, random weights, {layers} of {full} layers "
              f"({_millions(n)} parameters), {tok_note}")
     return model.eval(), tokenizer, label

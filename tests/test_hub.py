@@ -106,6 +106,7 @@ def test_tiny_standin_runs_on_cpu(tiny_configs):
     model, tok, label = hub.causal_lm("test/tiny-llama")
     assert label.startswith("stand-in: test/tiny-llama architecture, random weights, 4 of 4 layers")
     assert "course tokenizer" in label and not model.training
+    assert (model.config.eos_token_id, model.generation_config.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
     ids = tok("Spark", return_tensors="pt")
     assert model(**ids).logits.shape == (1, ids["input_ids"].shape[1], 1000)
     again, _, _ = hub.causal_lm("test/tiny-llama")
@@ -130,6 +131,7 @@ def test_standin_through_from_pretrained_options(tiny_configs):
     import bitsandbytes as bnb
 
     assert isinstance(model.model.layers[0].mlp.up_proj, bnb.nn.Linear4bit) and "4 of 4 layers" in label
+    assert f"({hub.meta_params(hub.make_config(TINY)) / 1e6:.1f}M parameters)" in label  # not the packed count
 
 
 def test_free_bytes_is_the_unified_pool_on_a_spark(monkeypatch):

@@ -52,6 +52,7 @@ def test_smoke_reports_failures_skips_and_timeouts(tmp_path, monkeypatch):
     assert fine.ok and fine.skipped == 2 and fine.last_error == ""
     assert not (tmp_path / "scratch.txt").exists(), "each week runs in a temporary directory"
     assert not slow.ok and slow.returncode is None and slow.last_error.startswith("timed out after 5 s")
+    assert "KeyboardInterrupt" in slow.last_error, "interrupted first: the runner still reports"
     assert slow.seconds < 60
     table = smoke.markdown([broken, fine, slow], {"card": "x", "command": "sparkcourse smoke"}, "tiny", True)
     assert "| `98-broken` | **fail** |" in table and "| 2 |" in table and "RuntimeError: the model" in table

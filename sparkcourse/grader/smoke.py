@@ -89,9 +89,8 @@ def run_week(root: Path, week: str, profile: str = "tiny", standin: bool = True,
             try:
                 returncode: int | None = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # its whole process group: data loader workers too
-                proc.wait()
                 returncode = None
+                _stop(proc)
     finally:
         shutil.rmtree(cwd, ignore_errors=True)
     seconds = time.perf_counter() - t0
@@ -101,6 +100,20 @@ def run_week(root: Path, week: str, profile: str = "tiny", standin: bool = True,
     elif returncode != 0 and not last_error:
         last_error = f"exit status {returncode}"
     return WeekRun(week, returncode == 0, returncode, seconds, peak, skipped, last_error, log)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Interrupt a week's process group (the runner still prints its GPU peak and the traceback), then kill it."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)  # the whole group: data loader workers too
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def smoke(root: Path, week_ids: list[str], profile: str = "tiny", standin: bool = True,
