@@ -681,7 +681,6 @@ if profile.is_spark:
     for name, quant, lora_kwargs in (("qlora", True, dict(r=16, lora_alpha=32)),
                                      ("lora", False, dict(r=16, lora_alpha=32)),
                                      ("dora", False, dict(r=16, lora_alpha=32, use_dora=True))):
-        torch.cuda.reset_peak_memory_stats()
         qconf = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16) if quant else None
         try:
@@ -691,6 +690,7 @@ if profile.is_spark:
             hub.report(exc)
             break
         print(f"{name}: {label}")
+        torch.cuda.reset_peak_memory_stats()  # the peak of training: weights, adapters, optimizer, activations
         _, _, secs = sft_run(f"spark-{name}", big, tok_big, data_big, 100, 2e-4, lora_kwargs, neftune=None,
                              out="/tmp/sft-03-spark", per_device_train_batch_size=4, gradient_accumulation_steps=4,
                              max_length=1024, activation_checkpointing=True, print_logs=True)

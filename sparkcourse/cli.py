@@ -71,7 +71,7 @@ def doctor() -> int:
         print(f"offline tiny LM    : FAILED ({type(exc).__name__}: {exc})")
         problems += 1
     for name, ok, detail in gpu.smoke_checks():  # numba-cuda, FP8, bitsandbytes 4-bit, memory (skipped without CUDA)
-        print(f"gpu {name:15s}: {'ok' if ok else 'FAILED'} — {detail}")
+        print(f"gpu {name:18s}: {'ok' if ok else 'FAILED'} — {detail}")
         problems += not ok
     print("doctor: all good" if not problems else f"doctor: {problems} problem(s)")
     return 1 if problems else 0
