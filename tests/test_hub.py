@@ -122,6 +122,20 @@ def test_tiny_standin_runs_on_cpu(tiny_configs):
             hub.causal_lm("test/tiny-llama", device="cuda")
 
 
+def test_standin_that_cannot_be_built_is_unavailable(tiny_configs, monkeypatch, capsys):
+    from transformers import AutoModelForCausalLM
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", oom)
+    with pytest.raises(hub.Unavailable) as info:
+        hub.causal_lm("test/tiny-llama")
+    hub.report(info.value)
+    assert capsys.readouterr().out.startswith("SKIPPED: stand-in of test/tiny-llama could not be built "
+                                              "(OutOfMemoryError: CUDA out of memory.") and "max_bytes" in info.value.fix
+
+
 def test_standin_through_from_pretrained_options(tiny_configs):
     """quantization_config goes through a saved copy and from_pretrained, as a real load does."""
     from transformers import BitsAndBytesConfig
