@@ -659,8 +659,9 @@ if results:
 
 # %%
 if profile.is_spark:
-    from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
+
+    from sparkcourse import hub  # the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
 
     SPARK_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
     n_big = capacity.param_count(LLAMA3_8B).total  # same architecture as Llama-3-8B
@@ -669,19 +670,26 @@ if profile.is_spark:
         need = capacity.training_bytes(n_big, method, adapter_params=adapters_big)
         print(f"plan {method:5s}: {need / GB:6.1f} GB before activations "
               f"({'fits' if need < 0.8 * capacity.SPARK_MEMORY_BYTES else 'does not fit with room for activations'})")
-    tok_big = AutoTokenizer.from_pretrained(SPARK_MODEL)
-    tok_big.pad_token = tok_big.pad_token or tok_big.eos_token
-    data_big = load_dataset("HuggingFaceH4/no_robots", split="train").select(range(2000))
-    data_big = data_big.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
-                            remove_columns=data_big.column_names)
+    data_big, data_label = hub.dataset("HuggingFaceH4/no_robots", "train[:2000]",
+                                       lambda: datasets_course.load_instruct("train", chat=True),
+                                       about="the course's instruction data")
+    if "messages" in data_big.column_names:  # the hub data set: the last message is the completion
+        data_big = data_big.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
+                                remove_columns=data_big.column_names)
+    print("data :", data_label)
     for name, quant, lora_kwargs in (("qlora", True, dict(r=16, lora_alpha=32)),
                                      ("lora", False, dict(r=16, lora_alpha=32)),
                                      ("dora", False, dict(r=16, lora_alpha=32, use_dora=True))):
-        torch.cuda.reset_peak_memory_stats()
         qconf = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16) if quant else None
-        big = AutoModelForCausalLM.from_pretrained(SPARK_MODEL, dtype=torch.bfloat16, quantization_config=qconf,
-                                                   device_map="cuda")
+        try:
+            big, tok_big, label = hub.causal_lm(SPARK_MODEL, dtype=torch.bfloat16, device="cuda",
+                                                quantization_config=qconf)
+        except hub.Unavailable as exc:
+            hub.report(exc)
+            break
+        print(f"{name}: {label}")
+        torch.cuda.reset_peak_memory_stats()  # the peak of training: weights, adapters, optimizer, activations
         secs = sft_train(f"spark-{name}", big, tok_big, data_big, 100, 2e-4, lora_kwargs, neftune=None,
                          out="/tmp/sft-03-spark", per_device_train_batch_size=4, gradient_accumulation_steps=4,
                          max_length=1024, activation_checkpointing=True, print_logs=True).seconds

@@ -706,15 +706,24 @@ else:
 
 # %%
 if profile.is_spark:
-    import datasets
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
+    from sparkcourse import hub  # the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
+    from sparkcourse.datasets_course import load_preferences
+
     model_id, dataset_id = "Qwen/Qwen2.5-1.5B-Instruct", "trl-lib/ultrafeedback_binarized"
-    prefs = datasets.load_dataset(dataset_id, split="train[:2000]")
+    prefs, prefs_label = hub.dataset(dataset_id, "train[:2000]", lambda: load_preferences("train", chat=True),
+                                     about="the course's arithmetic preference pairs")
+    print("data:", prefs_label)
     for name, cfg_cls, trainer_cls in (("DPO", DPOConfig, DPOTrainer), ("ORPO", ORPOConfig, ORPOTrainer)):
-        model, tokenizer = course_models.load_lm(model_id, dtype=torch.bfloat16, device_map="cuda")
+        try:
+            model, tokenizer, label = hub.causal_lm(model_id, dtype=torch.bfloat16, device="cuda")
+        except hub.Unavailable as exc:
+            hub.report(exc)
+            break
+        print(f"{name}: {label}")
         args = cfg_cls(output_dir=f"/tmp/spark_{name}", per_device_train_batch_size=4, max_steps=50,
                        max_length=1024, bf16=True, report_to=[], logging_steps=10, save_strategy="no",
                        activation_checkpointing=True, remove_unused_columns=False)

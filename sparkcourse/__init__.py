@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from sparkcourse.profile import Profile, current, grading  # noqa: E402
+from sparkcourse.profile import Profile, current, grading, offline_if_tiny  # noqa: E402
 
 __all__ = ["Profile", "__version__", "current", "grading", "setup"]
 
@@ -20,9 +20,7 @@ def setup(seed: int = 0, quiet: bool = False) -> Profile:
     import numpy as np
 
     prof = current()
-    if not prof.is_spark:  # the tiny profile works offline; a Spark may download models and datasets
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    offline_if_tiny(prof)  # tiny: no network; spark: downloads allowed (never forced offline)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     random.seed(seed)
     np.random.seed(seed)

@@ -1,5 +1,5 @@
 """The ``sparkcourse`` command: new | check | map | author | build | sample-class | grade | feedback | report | bundle |
-doctor | demo.
+doctor | smoke | demo.
 
 Only ``doctor`` works from the student bundle; every other command is the instructor's and imports
 ``sparkcourse.grader`` when it runs."""
@@ -36,6 +36,7 @@ def doctor() -> int:
     from sparkcourse import gpu
 
     prof = sparkcourse.current()
+    sparkcourse.offline_if_tiny(prof)  # never forced offline in spark: the models below are package files
     info = gpu.detect()
     print(f"device   : {info.describe()}")
     avail = gpu.meminfo_bytes("MemAvailable")
@@ -67,6 +68,9 @@ def doctor() -> int:
     except Exception as exc:
         print(f"offline tiny LM    : FAILED ({type(exc).__name__}: {exc})")
         problems += 1
+    for name, ok, detail in gpu.smoke_checks():  # numba-cuda, FP8, bitsandbytes 4-bit, memory (skipped without CUDA)
+        print(f"gpu {name:18s}: {'ok' if ok else 'FAILED'} — {detail}")
+        problems += not ok
     print("doctor: all good" if not problems else f"doctor: {problems} problem(s)")
     return 1 if problems else 0
 
@@ -116,7 +120,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="grade table (CSV, printed) and a score histogram")
     p = sub.add_parser("bundle", help="zip what students receive")
     p.add_argument("--out", type=Path, default=None)
-    sub.add_parser("doctor", help="check device, versions and offline models")
+    sub.add_parser("doctor", help="check device, versions, offline models and (on a GPU) numba-cuda, FP8, 4-bit")
+    p = sub.add_parser("smoke", help="run every ready week's authoring/NN-topic.py as a script; report per week")
+    p.add_argument("weeks", nargs="*", help="NN-topic ids (default: every ready week)")
+    p.add_argument("--profile", choices=("tiny", "spark"), default=None, help="default: this machine's profile")
+    p.add_argument("--no-standin", action="store_true", help="load real hub models (default: SPARKCOURSE_STANDIN=1)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per week (default 600)")
+    p.add_argument("--out", type=Path, default=None, help="write the report as a markdown table here")
+    p.add_argument("--logs", type=Path, default=None, help="keep each week's output here (default: a temp dir)")
     sub.add_parser("demo", help="build, grade the sample class, feedback, report, bundle")
     return parser
 
@@ -136,6 +147,7 @@ def _course_map(root: Path, check: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = _parser().parse_args(argv)
+    args.command = " ".join(["sparkcourse", *(sys.argv[1:] if argv is None else argv)])  # for reports
     if args.cmd == "doctor":
         return doctor()
     from sparkcourse.grader import course
@@ -164,6 +176,11 @@ def _run(args: argparse.Namespace, course) -> int:
                            workers=args.workers)
     if args.cmd == "map":
         return _course_map(root, args.check)
+    if args.cmd == "smoke":
+        from sparkcourse.grader.smoke import run_smoke
+
+        return run_smoke(root, args.weeks, args.profile, not args.no_standin, args.timeout, args.out, args.logs,
+                         command=args.command)
     if args.cmd == "author":
         from sparkcourse.grader.authoring import write_sources
 

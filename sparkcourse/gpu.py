@@ -156,3 +156,108 @@ def _has_cuda_driver() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:  # pragma: no cover
         return False
+
+
+SMOKE_FIX = {
+    "numba-cuda kernel": 'pip install -e ".[spark]" (numba-cuda[cu13]==0.30.4: NVIDIA\'s CUDA target, which knows '
+                         "Blackwell) with a CUDA 13 driver, then restart the kernel",
+    "FP8 _scaled_mm": "install a CUDA build of torch 2.13.0 for this CUDA version (README: Running on a DGX Spark)",
+    "bitsandbytes 4-bit": "install bitsandbytes 0.50.2 built with CUDA (pip install -e .), then `python -m bitsandbytes`",
+}
+
+
+def smoke_checks() -> list[tuple[str, bool, str]]:
+    """GPU smoke tests for ``sparkcourse doctor``: ``(name, ok, detail or fix)`` for each.
+
+    A numba-cuda kernel, FP8 ``torch._scaled_mm`` (compute capability 8.9+), a bitsandbytes NF4 ``Linear4bit``
+    forward and backward, and what kind of memory the GPU has. Without a CUDA GPU: one line saying so, not a failure.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - a hard dependency
+        return [("GPU smoke tests", True, "skipped: torch is not installed")]
+    if not torch.cuda.is_available():
+        return [("GPU smoke tests", True, "skipped: no CUDA GPU")]
+    info = detect()
+    free, total = torch.cuda.mem_get_info()
+    if info.unified:
+        memory = (f"unified: the GPU shares {info.total_memory_bytes / 1e9:.1f} GB with the CPU (/proc/meminfo); "
+                  f"CUDA reports {free / 1e9:.1f} GB free, which under-reports what the page cache can give back")
+    else:
+        memory = f"dedicated: {total / 1e9:.1f} GB of GPU memory, {free / 1e9:.1f} GB free"
+    out = [("memory", True, memory)]
+    for name, check in (("numba-cuda kernel", _smoke_numba), ("FP8 _scaled_mm", _smoke_fp8),
+                        ("bitsandbytes 4-bit", _smoke_bnb4)):
+        try:
+            ok, detail = check(info)
+        except Exception as exc:  # a diagnosis: report every failure with its fix, never crash
+            ok, detail = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc) else ''}"
+        out.append((name, ok, detail if ok else f"{detail} — fix: {SMOKE_FIX[name]}"))
+    return out
+
+
+def _smoke_numba(info: DeviceInfo) -> tuple[bool, str]:
+    """A numba CUDA kernel compiles and runs on the GPU (not the simulator)."""
+    import importlib.metadata as md
+    import warnings
+
+    import numpy as np
+
+    if setup_numba(force_simulator=False):  # pragma: no cover - force_simulator=False never simulates
+        return False, "numba would use the CUDA simulator"
+    from numba import cuda
+
+    @cuda.jit
+    def add_one(x):
+        i = cuda.grid(1)
+        if i < x.size:
+            x[i] += 1
+
+    n = 1000  # not a multiple of the block size
+    d = cuda.to_device(np.arange(n, dtype=np.float32))
+    with warnings.catch_warnings():  # a 4-block grid is small on purpose: no occupancy warning
+        warnings.simplefilter("ignore")
+        add_one[(n + 255) // 256, 256](d)
+    ok = bool(np.array_equal(d.copy_to_host(), np.arange(n, dtype=np.float32) + 1))
+    try:
+        target = f"numba-cuda {md.version('numba-cuda')}"
+    except md.PackageNotFoundError:
+        target = "numba's built-in CUDA target (numba-cuda is not installed)"
+    return ok, f"{target}: a kernel ran on {info.name}" if ok else f"{target}: the kernel gave wrong values"
+
+
+def _smoke_fp8(info: DeviceInfo) -> tuple[bool, str]:
+    """FP8 E4M3 ``torch._scaled_mm`` agrees with the same product in float32 (compute capability 8.9+)."""
+    import torch
+
+    cc = info.compute_capability or (0, 0)
+    if cc < (8, 9):
+        return True, f"skipped: sm_{cc[0]}{cc[1]} has no FP8 tensor cores (they need compute capability 8.9+)"
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randn(64, 128, device="cuda", generator=gen).to(torch.float8_e4m3fn)
+    b = torch.randn(48, 128, device="cuda", generator=gen).to(torch.float8_e4m3fn).t()  # column-major, as required
+    one = torch.ones((), device="cuda")
+    got = torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16).float()
+    want = a.float() @ b.float()
+    err = float((got - want).abs().max() / want.abs().max())
+    return err < 2e-2, f"E4M3 64×128×48 on sm_{cc[0]}{cc[1]}: max error {err:.1e} of the largest output"
+
+
+def _smoke_bnb4(info: DeviceInfo) -> tuple[bool, str]:
+    """A bitsandbytes NF4 ``Linear4bit`` runs forward and backward on the GPU and matches its dequantised weight."""
+    import bitsandbytes as bnb
+    import torch
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(128, 40, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.weight = bnb.nn.Params4bit(torch.randn(40, 128), requires_grad=False, quant_type="nf4")
+    layer = layer.cuda()
+    w = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+    x = torch.randn(8, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    y = layer(x)
+    y.float().sum().backward()
+    want = x.detach().float() @ w.t()
+    fwd = float((y.detach().float() - want).abs().max() / want.abs().max())
+    bwd = float((x.grad.float() - w.sum(0).expand(8, -1)).abs().max() / w.sum(0).abs().max())
+    ok = fwd < 3e-2 and bwd < 3e-2
+    return ok, f"NF4 Linear4bit forward and backward on {layer.weight.device}: relative errors {fwd:.1e}, {bwd:.1e}"

@@ -47,3 +47,19 @@ def current() -> Profile:
     if grading():
         return Profile("tiny")
     return Profile("spark" if _cuda_available() else "tiny")
+
+
+OFFLINE_FLAGS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def offline_if_tiny(prof: Profile | None = None) -> bool:
+    """Set the Hugging Face offline flags in the ``tiny`` profile only (a user's own setting stays).
+
+    ``spark`` is allowed to download: forcing offline there makes every hub model and data set fail.
+    Returns True when the profile is ``tiny``.
+    """
+    if (prof or current()).is_spark:
+        return False
+    for flag in OFFLINE_FLAGS:
+        os.environ.setdefault(flag, "1")
+    return True
