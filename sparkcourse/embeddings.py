@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparkcourse.profile import current
+from sparkcourse.profile import offline_if_tiny
 
 DIM = 384  # all-MiniLM-L6-v2's embedding width
 
@@ -35,8 +35,7 @@ def load_encoder(path: str | os.PathLike | None = None, device: str = "cpu"):
     The tiny profile (CPU, grading) switches the Hugging Face hub off if nothing else decided; the spark profile
     never does, so the rest of a Spark session can still download models.
     """
-    if not current().is_spark:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_if_tiny()
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(path or model_path()), device=device)
