@@ -14,9 +14,9 @@ nothing worth taking:
 - the functions it hands out are guarded wrappers whose closure holds a key, not the function: each call asks the
   warden for the original, which it gives only to a call with no student frame on the stack, from the locked cell
   in which the wrapper was made (a wrapper kept for later is dead);
-- frames, tracebacks and code objects of the reference and of the cells that hold hidden tests are refused to code
-  running under a student frame (``sys._getframe``, ``inspect``, ``tb_frame``, ``gi_frame``, ``f_code``,
-  ``__code__``, ...); ``gc.get_objects``/``get_referrers``/``get_referents`` and new audit hooks are refused to
+- frames, tracebacks and code objects of the reference, of the cells that hold hidden tests and of the warden itself
+  are refused to student code (``sys._getframe``, ``tb_frame``, ``gi_frame``, ``f_code``, ``__code__``, ...) and to
+  the helpers that hand frames back (``inspect.stack``, ``traceback.walk_stack``, ...) under a student frame; ``gc.get_objects``/``get_referrers``/``get_referents`` and new audit hooks are refused to
   everyone; trace and profile hooks cannot be set during a locked cell;
 - the guards decide which cell is locked (they hold the hashes the grader sent), and trust reference code by
   identity, not by file name; code compiled under a library's, a locked cell's or the reference's file name that is
@@ -29,14 +29,17 @@ runs when it fires (the warden's own included) without an audit event.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import dis
 import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import sys
+import traceback
 import types
 from _thread import get_ident
 from collections.abc import Callable, Iterator
@@ -221,6 +224,10 @@ class _Warden:
         self.trusted_dirs = tuple(sorted({os.path.join(p, "") for d in trusted_dirs if d
                                           for p in (os.path.abspath(d), os.path.realpath(d))}))
         self.own_file = __file__
+        self.lib_codes: dict[int, types.CodeType] = {}  # code libraries generated (dataclasses, namedtuple, ...)
+        self.exporters = {id(f.__code__) for f in (inspect.currentframe, inspect.stack, inspect.trace,
+                                                   inspect.getouterframes, inspect.getinnerframes,
+                                                   traceback.walk_stack, traceback.walk_tb)}
         self.callers = {event: {id(c) for c in codes} for event, codes in callers.items()}
         self.locked_hashes, self.hidden_marker = frozenset(locked_hashes), hidden_marker
         self.state, self.epoch, self.cell_file = "idle", 0, ""
@@ -235,7 +242,8 @@ class _Warden:
         self.handlers: dict[str, Callable[[types.FrameType, tuple], None]] = {
             EV_IMPORT: self._on_import, EV_SOURCE: self._on_source, EV_SEAL: self._on_seal,
             EV_GETATTR: self._on_getattr, EV_CALL: self._on_call, EV_CELL: self._on_cell,
-            "compile": self._on_compile, "code.__new__": self._on_code_new, "sys.addaudithook": self._refuse,
+            "compile": self._on_compile, "code.__new__": self._on_code_new, "exec": self._on_exec,
+            "sys.addaudithook": self._refuse,
             "sys._getframe": self._on_getframe, "sys._current_frames": self._on_current_frames,
             "object.__getattr__": self._on_getattr_audit, "sys.settrace": self._on_trace,
             "sys.setprofile": self._on_trace, **dict.fromkeys(GC_EVENTS, self._refuse)}
@@ -262,7 +270,7 @@ class _Warden:
 
     def _trusted(self, code: types.CodeType) -> bool:
         """Code the guards trust: the reference (by identity), locked cells, the import system, libraries."""
-        if id(code) in self.ref_codes:
+        if id(code) in self.ref_codes or id(code) in self.lib_codes:
             return True
         name = code.co_filename
         if type(name) is not str or name in self.forged or name in self.ref_files:
@@ -403,8 +411,8 @@ class _Warden:
         """Code compiled under a name the guards trust is forged (trusted nowhere), unless it is IPython compiling
         the locked cell that runs, or the very text of the library file it is named after (the import system);
         frozen modules are never compiled at run time."""
-        if len(args) != 2 or type(args[1]) is not str:
-            return
+        if len(args) != 2 or type(args[1]) is not str or id(caller.f_code) == id(ast.parse.__code__):
+            return  # (ast.parse makes a syntax tree, not code)
         name = args[1]
         if name.startswith("<frozen ") or name in self.locked_files or name in self.ref_files:
             ours = name == self.cell_file and self.state == "locked" and id(caller.f_code) in self.callers["compile"]
@@ -415,6 +423,17 @@ class _Warden:
                 self.forged.add(name)
         elif self._student_on_stack(caller):
             self.forged.add(name)  # a name a later locked cell might get: never trusted
+
+    def _on_exec(self, caller: types.FrameType, args: tuple) -> None:
+        """Code that trusted code generated and runs (``<string>`` of dataclasses, namedtuple, ...) with no student
+        frame on the stack is trusted by identity."""
+        code = args[0] if args else None
+        if type(code) is not types.CodeType or id(code) in self.lib_codes:
+            return
+        name = code.co_filename
+        if type(name) is str and name[:1] == "<" and not name.startswith("<frozen ") \
+                and not self._student_on_stack(caller):
+            self.lib_codes.update((id(c), c) for c in _nested_codes(code))
 
     def _on_code_new(self, caller: types.FrameType, args: tuple) -> None:
         """A code object built (``CodeType``, ``code.replace``) under a trusted name by student code is forged."""
@@ -429,9 +448,17 @@ class _Warden:
         """Never: new audit hooks (they would see what this one hands out), gc's object graph."""
         raise RuntimeError("refused by the grading sandbox")
 
+    def _for_student(self, caller: types.FrameType) -> bool:
+        """True if what ``caller`` asks for goes to student code: the student's own code asks, or a helper that
+        hands frames back (``inspect.stack``, ``traceback.walk_tb``, ...) runs under a student frame. (Libraries
+        that look at a frame for their own purposes, like ``namedtuple`` or ``typing``, are not refused.)"""
+        if not self._trusted(caller.f_code):
+            return True
+        return id(caller.f_code) in self.exporters and self._student_on_stack(caller)
+
     def _exposes(self, frame: types.FrameType, caller: types.FrameType) -> bool:
         """True if handing out ``frame`` (and so every frame below it) would show secret code to student code."""
-        return self._secret_below(frame) and self._student_on_stack(caller)
+        return self._secret_below(frame) and self._for_student(caller)
 
     def _on_getframe(self, caller: types.FrameType, args: tuple) -> None:
         """A frame (``sys._getframe``, ``inspect.currentframe``/``stack``): refused if it exposes secret code."""
@@ -453,7 +480,7 @@ class _Warden:
             hidden = isinstance(frame, types.FrameType) and self._exposes(frame, caller)
         elif attr in CODE_ATTRS:
             code = getattr(obj, attr, None)
-            hidden = isinstance(code, types.CodeType) and self._secret(code) and self._student_on_stack(caller)
+            hidden = isinstance(code, types.CodeType) and self._secret(code) and not self._trusted(caller.f_code)
         else:
             return
         if hidden:
