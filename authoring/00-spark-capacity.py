@@ -111,6 +111,8 @@ check_number(weight_bytes(1_000, "bf16"), 2_000, name='weight_bytes(1000, "bf16"
 from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
+check_property(not calls_into(weight_bytes, "sparkcourse.capacity"), "weight_bytes calls sparkcourse.capacity")
+
 for n, fmt in ((70e9, "nvfp4"), (8_030_261_248, "fp8"), (123_457, "nf4"), (1, "fp32"), (46.7e9, "int4")):
     check_number(weight_bytes(n, fmt), ref.weight_bytes(n, fmt), rtol=1e-9, name=f"weight_bytes({n}, {fmt!r})")
 check_number(weight_bytes(1e6, "int4", 32), ref.weight_bytes(1e6, "int4", 32), rtol=1e-9,
@@ -278,6 +280,8 @@ check_property(abs(per_token / MB - 0.33) < 0.01,
 from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
+check_property(not calls_into(kv_bytes_per_token, "sparkcourse.capacity"), "kv_bytes_per_token calls sparkcourse.capacity")
+
 for name, cfg in CONFIGS.items():
     if cfg["model_type"] in ("llama", "mixtral"):
         for b in (1.0, 2.0, 0.5):
@@ -296,6 +300,8 @@ check_property(ctx > 100_000, f"Llama-3-70B at NVFP4 with an FP8 cache should fi
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
+
+check_property(not calls_into(max_context, "sparkcourse.capacity"), "max_context calls sparkcourse.capacity")
 
 for budget, name, fmt, kvb, batch in ((SPARK_BYTES, "meta-llama/Meta-Llama-3-70B", "fp8", 2.0, 1),
                                       (SPARK_BYTES, "meta-llama/Meta-Llama-3-70B", "nvfp4", 1.0, 8),
@@ -374,6 +380,8 @@ check_number(training_bytes(1e9, "full"), 16e9, name='training_bytes(1e9, "full"
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
+
+check_property(not calls_into(training_bytes, "sparkcourse.capacity"), "training_bytes calls sparkcourse.capacity")
 
 for n, method, adapters in ((8.03e9, "lora", 2e7), (70.55e9, "qlora", 4e7), (7e9, "full", 0), (1234567, "qlora", 0),
                             (3e9, "lora", 0)):

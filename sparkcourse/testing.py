@@ -93,6 +93,10 @@ def calls_into(fn: Callable, module_name: str) -> bool:
         except ValueError:  # an empty cell
             continue
     used |= set(code.co_freevars)
+    if any(n == module_name or n.startswith(module_name + ".") for n in used):
+        return True  # an import inside the function: `from sparkcourse.capacity import x`, `import a.b as c`
+    if parent and parent in used and leaf in used:
+        return True  # `from sparkcourse import capacity` inside the function
     for name in used:
         obj = scope.get(name)
         if obj is None:

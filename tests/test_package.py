@@ -36,6 +36,24 @@ def test_calls_into_detects_the_planner():
     def own(fmt):
         return {"bf16": 16.0}[fmt]
 
+    def local_from(fmt):
+        from sparkcourse.capacity import bits_per_param as b
+
+        return b(fmt)
+
+    def local_import(fmt):
+        import sparkcourse.capacity as c
+
+        return c.bits_per_param(fmt)
+
+    def local_parent(fmt):
+        from sparkcourse import capacity as cap
+
+        return cap.bits_per_param(fmt)
+
+    assert testing.calls_into(local_from, "sparkcourse.capacity")
+    assert testing.calls_into(local_import, "sparkcourse.capacity")
+    assert testing.calls_into(local_parent, "sparkcourse.capacity")
     assert testing.calls_into(direct, "sparkcourse.capacity")
     assert testing.calls_into(via_module, "sparkcourse.capacity")
     assert not testing.calls_into(own, "sparkcourse.capacity")

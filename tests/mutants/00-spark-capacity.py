@@ -288,3 +288,16 @@ def max_context(budget_bytes, cfg, weight_fmt="bf16", kv_bytes_per_value=2.0, ba
     per_token = kv_bytes_per_token(cfg, kv_bytes_per_value) * batch
     free = budget_bytes - dense_params(cfg) * bits_per_param(weight_fmt) / 8
     return int(math.floor(free / per_token)) if free > 0 else 0
+
+# %% mutant name=weight_bytes_from_the_planner cell=bits_per_param fails=test_weight_bytes
+# The planner ships to students (later weeks use it): answering with it must not score.
+replace     return n_params * bits_per_param(fmt, group_size) / 8 =>     from sparkcourse import capacity; return capacity.weight_bytes(n_params, fmt, group_size)
+
+# %% mutant name=kv_bytes_from_the_planner cell=kv_cache fails=test_kv_bytes
+replace     return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * hd * bytes_per_value =>     from sparkcourse.capacity import kv_bytes_per_token as k; return k(cfg, bytes_per_value)
+
+# %% mutant name=max_context_from_the_planner cell=kv_cache fails=test_max_context
+replace     return int(free // (kv_bytes_per_token(cfg, kv_bytes_per_value) * batch)) =>     import sparkcourse.capacity as c; return c.max_context(budget_bytes, cfg, weight_fmt, kv_bytes_per_value, batch)
+
+# %% mutant name=training_bytes_from_the_planner cell=training fails=test_training
+replace     per_trained = 2 + 2 + 4 + 4 + 4 =>     from sparkcourse.capacity import training_bytes as t; return t(n_params, method, adapter_params)
