@@ -224,7 +224,6 @@ class _Warden:
         self.trusted_dirs = tuple(sorted({os.path.join(p, "") for d in trusted_dirs if d
                                           for p in (os.path.abspath(d), os.path.realpath(d))}))
         self.own_file = __file__
-        self.lib_codes: dict[int, types.CodeType] = {}  # code libraries generated (dataclasses, namedtuple, ...)
         self.exporters = {id(f.__code__) for f in (inspect.currentframe, inspect.stack, inspect.trace,
                                                    inspect.getouterframes, inspect.getinnerframes,
                                                    traceback.walk_stack, traceback.walk_tb)}
@@ -242,7 +241,7 @@ class _Warden:
         self.handlers: dict[str, Callable[[types.FrameType, tuple], None]] = {
             EV_IMPORT: self._on_import, EV_SOURCE: self._on_source, EV_SEAL: self._on_seal,
             EV_GETATTR: self._on_getattr, EV_CALL: self._on_call, EV_CELL: self._on_cell,
-            "compile": self._on_compile, "code.__new__": self._on_code_new, "exec": self._on_exec,
+            "compile": self._on_compile, "code.__new__": self._on_code_new,
             "sys.addaudithook": self._refuse,
             "sys._getframe": self._on_getframe, "sys._current_frames": self._on_current_frames,
             "object.__getattr__": self._on_getattr_audit, "sys.settrace": self._on_trace,
@@ -270,7 +269,7 @@ class _Warden:
 
     def _trusted(self, code: types.CodeType) -> bool:
         """Code the guards trust: the reference (by identity), locked cells, the import system, libraries."""
-        if id(code) in self.ref_codes or id(code) in self.lib_codes:
+        if id(code) in self.ref_codes:
             return True
         name = code.co_filename
         if type(name) is not str or name in self.forged or name in self.ref_files:
@@ -423,17 +422,6 @@ class _Warden:
                 self.forged.add(name)
         elif self._student_on_stack(caller):
             self.forged.add(name)  # a name a later locked cell might get: never trusted
-
-    def _on_exec(self, caller: types.FrameType, args: tuple) -> None:
-        """Code that trusted code generated and runs (``<string>`` of dataclasses, namedtuple, ...) with no student
-        frame on the stack is trusted by identity."""
-        code = args[0] if args else None
-        if type(code) is not types.CodeType or id(code) in self.lib_codes:
-            return
-        name = code.co_filename
-        if type(name) is str and name[:1] == "<" and not name.startswith("<frozen ") \
-                and not self._student_on_stack(caller):
-            self.lib_codes.update((id(c), c) for c in _nested_codes(code))
 
     def _on_code_new(self, caller: types.FrameType, args: tuple) -> None:
         """A code object built (``CodeType``, ``code.replace``) under a trusted name by student code is forged."""
