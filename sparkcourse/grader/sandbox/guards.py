@@ -437,12 +437,18 @@ class _Warden:
         raise RuntimeError("refused by the grading sandbox")
 
     def _for_student(self, caller: types.FrameType) -> bool:
-        """True if what ``caller`` asks for goes to student code: the student's own code asks, or a helper that
-        hands frames back (``inspect.stack``, ``traceback.walk_tb``, ...) runs under a student frame. (Libraries
-        that look at a frame for their own purposes, like ``namedtuple`` or ``typing``, are not refused.)"""
+        """True if what ``caller`` asks for goes to student code: the student's own code asks, or student code
+        called the helper that hands frames back (``inspect.stack``, ``traceback.walk_tb``, ...). A library that
+        calls such a helper for its own purposes (``namedtuple``, ``typing``, fairlearn and scikit-learn under a
+        student's function) is not refused: a correct answer must never lose points to the guards."""
         if not self._trusted(caller.f_code):
             return True
-        return id(caller.f_code) in self.exporters and self._student_on_stack(caller)
+        if id(caller.f_code) not in self.exporters:
+            return False
+        outer = caller.f_back
+        while outer is not None and id(outer.f_code) in self.exporters:
+            outer = outer.f_back
+        return outer is not None and not self._trusted(outer.f_code)
 
     def _exposes(self, frame: types.FrameType, caller: types.FrameType) -> bool:
         """True if handing out ``frame`` (and so every frame below it) would show secret code to student code."""
