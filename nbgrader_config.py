@@ -52,9 +52,11 @@ c.Execute.startup_timeout = 120
 c.LimitOutput.max_lines = 500
 c.LimitOutput.max_traceback = 50
 
-# Feedback shows neither hidden-test source nor traceback lines from cells that hold hidden tests.
+# Feedback shows neither hidden-test source nor traceback lines from cells that hold hidden tests; its math is
+# MathML, which renders with no network (the page would fetch MathJax).
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     "sparkcourse.grader.feedback.RedactHiddenTests",
+    "sparkcourse.grader.feedback.MathToMathML",
 ]

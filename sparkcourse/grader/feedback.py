@@ -29,3 +29,39 @@ class RedactHiddenTests(NbGraderPreprocessor):
                 if out.get("output_type") == "error":
                     out["traceback"] = short_error(out)
         return cell, resources
+
+
+_CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)
+_DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)
+_INLINE = re.compile(r"(?<![\\$\w])\$(?=\S)((?:[^$\n]|\n(?!\s*\n))+?)(?<=\S)\$(?![\w$])")
+
+
+def math_to_mathml(markdown: str) -> str:
+    """Markdown with its ``$…$`` and ``$$…$$`` math replaced by MathML, which browsers render with no script.
+
+    Code spans and fenced blocks are left alone; a formula latex2mathml cannot read stays as it was.
+    """
+    from latex2mathml.converter import convert
+
+    def one(m: re.Match, display: str) -> str:
+        try:
+            return convert(m.group(1).strip(), display=display).replace("\n", "")
+        except Exception:  # noqa: BLE001 - any formula it cannot read is left for MathJax
+            return m.group(0)
+
+    parts = _CODE.split(markdown)
+    for i in range(0, len(parts), 2):  # even parts lie outside code
+        text = _DISPLAY.sub(lambda m: one(m, "block"), parts[i])
+        parts[i] = _INLINE.sub(lambda m: one(m, "inline"), text)
+    return "".join(parts)
+
+
+class MathToMathML(NbGraderPreprocessor):
+    """Feedback pages render their math offline: markdown math becomes MathML (nbconvert's page fetches MathJax
+    from the network, and shows raw ``$$…$$`` without it)."""
+
+    def preprocess_cell(self, cell, resources, index):
+        """Convert one markdown cell."""
+        if cell.cell_type == "markdown" and "$" in cell.source:
+            cell.source = math_to_mathml(cell.source)
+        return cell, resources

@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import types
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -143,6 +144,12 @@ class SandboxKernel(IPythonKernel):
 
     def _snapshot_modules(self) -> None:
         """Remember the callables (and, for the course's modules, constants) of trusted modules."""
+        with warnings.catch_warnings():  # a module's deprecated attributes warn when inspected (torch.distributed)
+            warnings.simplefilter("ignore")
+            self._snapshot_modules_quietly()
+
+    def _snapshot_modules_quietly(self) -> None:
+        """The snapshot itself (see :meth:`_snapshot_modules`)."""
         for name, mod in list(sys.modules.items()):
             if name in self._modules or not isinstance(mod, types.ModuleType) or is_reference(mod):
                 continue
