@@ -185,8 +185,13 @@ check_close(np.linalg.norm(normalize(np.array([[3.0, 4.0], [1.0, 0.0]])), axis=1
             name="row norms after normalize")
 scores, ids = search(build_index(P_VECS), Q_VECS[:3], 5)
 check_property(np.shape(ids) == (3, 5), f"ids should have shape (3, 5), got {np.shape(ids)}")
+toy_docs = np.array([[10.0, 0.0], [0.6, 0.8], [0.0, 3.0]])  # cosines with the query (6, 8): 0.6, 1.0, 0.8
+toy_s, toy_i = search(build_index(toy_docs), np.array([[6.0, 8.0]]), 3)
+check_property([int(i) for i in toy_i[0]] == [1, 2, 0], f"ids {toy_i[0]}: the order should be by cosine, "
+               "whatever the vectors' lengths (are documents normalised? is the first hit kept?)")
+check_close(toy_s[0][0], 1.0, rtol=1e-5, name="score of a document pointing the query's way (queries normalised?)")
 ### BEGIN HIDDEN TESTS
-import faiss
+import faiss  # noqa: F811
 
 from sparkcourse.reference import w05_rag as ref
 
@@ -206,10 +211,18 @@ check_close(np.linalg.norm(normalize(docs), axis=1), np.ones(57), rtol=1e-5, nam
 ### END HIDDEN TESTS
 
 # %% tests id=test_dense_ann points=2
+import faiss  # noqa: F811
+
 ivf = build_index(P_VECS, "ivf", nlist=3)  # k-means wants >= 39 points per list
 check_property(ivf.is_trained and ivf.ntotal == len(P_VECS), "the IVF index should be trained and hold every vector")
+check_property(ivf.metric_type == faiss.METRIC_INNER_PRODUCT, "the IVF index should use the inner product")
+search(ivf, Q_VECS[:2], 3, nprobe=2)
+check_property(faiss.extract_index_ivf(ivf).nprobe == 2, "search(..., nprobe=2) should set the index's nprobe")
+toy_hnsw = build_index(P_VECS[:50], "hnsw", m=8)
+search(toy_hnsw, Q_VECS[:2], 3, ef_search=40)
+check_property(toy_hnsw.hnsw.efSearch == 40, "search(..., ef_search=40) should set the HNSW index's efSearch")
 ### BEGIN HIDDEN TESTS
-import faiss
+import faiss  # noqa: F811
 
 from sparkcourse.reference import w05_rag as ref
 
@@ -229,7 +242,7 @@ check_property(isinstance(hnsw, faiss.IndexHNSWFlat) and hnsw.ntotal == 301, "ki
 check_property(hnsw.metric_type == faiss.METRIC_INNER_PRODUCT, "the HNSW index should use the inner product")
 _, got = search(hnsw, queries, 10, ef_search=200)
 check_property(hnsw.hnsw.efSearch == 200, "search did not set efSearch")
-rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(np.asarray(got), want)])
+rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(np.asarray(got), want, strict=True)])
 check_property(rec >= 0.95, f"HNSW with efSearch=200 found only {rec:.2f} of the exact top-10 (normalised?)")
 try:
     build_index(docs, "lsh")
@@ -245,7 +258,7 @@ except ValueError:
 def answer_ranks(ranked_ids, questions=QUESTIONS):
     """Rank (from 1) of each question's first answer passage in its ranking; None if absent."""
     out = []
-    for ranking, q in zip(ranked_ids, questions):
+    for ranking, q in zip(ranked_ids, questions, strict=True):
         ranks = [r for r, pid in enumerate(ranking, start=1) if pid in q["answers"]]
         out.append(ranks[0] if ranks else None)
     return out
@@ -360,6 +373,8 @@ s = bm25_scores(["kv", "cache"], toy)
 check_property(np.shape(s) == (3,), f"one score per document: got shape {np.shape(s)}")
 check_property(s[1] == 0 and s[0] > s[2] > 0, f"scores {s}: the short document with both terms should win, "
                "the one without them score 0")
+check_close(bm25_scores(["kv", "kv"], toy), 2 * bm25_scores(["kv"], toy), rtol=1e-9,
+            name="a query token given twice counts twice")
 ### BEGIN HIDDEN TESTS
 import bm25s
 
@@ -485,7 +500,7 @@ for trial in range(8):
 # %%
 if DENSE_RANKING is not None and BM25_RANKING is not None:
     try:
-        HYBRID_RANKING = [[d for d, _ in rrf([a, b])] for a, b in zip(DENSE_RANKING, BM25_RANKING)]
+        HYBRID_RANKING = [[d for d, _ in rrf([a, b])] for a, b in zip(DENSE_RANKING, BM25_RANKING, strict=True)]
         rd, rb, rh = (answer_ranks(x) for x in (DENSE_RANKING, BM25_RANKING, HYBRID_RANKING))
         for name, r in (("dense", rd), ("BM25", rb), ("hybrid", rh)):
             print(f"{name:6s}: top-1 {np.mean([x == 1 for x in r]):.0%}  top-5 {np.mean([x <= 5 for x in r]):.0%}  "
@@ -534,6 +549,12 @@ def mmr(query_vec, doc_vecs, k, lam=0.5):
 v = np.array([[1.0, 0.0], [0.99, 0.01], [0.6, 0.8]])
 got = [int(i) for i in mmr(np.array([1.0, -0.05]), v, 2, lam=0.3)]
 check_property(got == [0, 2], f"mmr should pick the closest document, then the different one over its near-copy: got {got}")
+got = [int(i) for i in mmr(np.array([1.0, -0.05]), v * np.array([[0.2], [6.0], [3.0]]), 2, lam=0.3)]
+check_property(got == [0, 2], f"rescaling the documents changed the selection to {got}: similarities are cosines")
+fan = np.array([[np.cos(a), np.sin(a)] for a in np.radians([0, 10, 20, 30])])  # unit vectors 10 degrees apart
+got = [int(i) for i in mmr(np.array([1.0, 0.0]), fan, 3, lam=0.5)]
+check_property(got == [0, 1, 2], f"mmr on four directions 0, 10, 20, 30 degrees from the query picked {got}: "
+               "a candidate's redundancy is its largest similarity to one selected document (not their sum)")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w05_rag as ref
 
@@ -570,7 +591,8 @@ except NotImplementedError:
 
 # %%
 if profile.is_spark:
-    from sparkcourse import hub  # the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
+    # the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
+    from sparkcourse import hub
 
     try:
         ce, ce_label = hub.cross_encoder("cross-encoder/ms-marco-MiniLM-L-6-v2")
@@ -578,7 +600,7 @@ if profile.is_spark:
         hub.report(exc)
     else:
         hits = 0
-        for q, ranking in zip(QUESTIONS, DENSE_RANKING):
+        for q, ranking in zip(QUESTIONS, DENSE_RANKING, strict=True):
             top = ranking[:20]
             scores = ce.predict([(q["question"], CORPUS[ID_INDEX[pid]]["text"]) for pid in top])
             hits += top[int(np.argmax(scores))] in q["answers"]
@@ -614,7 +636,7 @@ def mrr(ranked_lists, relevant_sets):
     """Mean reciprocal rank (ranks from 1)."""
     ### BEGIN SOLUTION
     total = 0.0
-    for ranked, relevant in zip(ranked_lists, relevant_sets):
+    for ranked, relevant in zip(ranked_lists, relevant_sets, strict=True):
         for rank, doc in enumerate(ranked, start=1):
             if doc in relevant:
                 total += 1.0 / rank
@@ -636,6 +658,10 @@ def ndcg_at_k(ranked, gains, k):
 check_number(recall_at_k(["a", "b", "c"], {"c", "z"}, 3), 0.5, name="recall@3 with one of two relevant found")
 check_number(mrr([["a", "b"], ["x", "y"]], [{"b"}, {"q"}]), 0.25, name="MRR (first hit at rank 2; no hit)")
 check_number(ndcg_at_k(["a", "b"], {"a": 1.0}, 2), 1.0, name="nDCG of a perfect ranking")
+check_number(ndcg_at_k(["b", "a"], {"a": 1.0}, 2), 1 / math.log2(3), rtol=1e-9,
+             name="nDCG@2 with the only relevant id at rank 2 (discount log2(rank + 1))")
+check_number(ndcg_at_k(["x", "y"], {"x": 1.0, "z": 1.0}, 2), 1 / (1 + 1 / math.log2(3)), rtol=1e-9,
+             name="nDCG@2 when a relevant id was not retrieved (the ideal order uses all the gains)")
 ### BEGIN HIDDEN TESTS
 from sklearn.metrics import ndcg_score
 
@@ -646,7 +672,7 @@ for trial in range(10):
     n = int(rng.integers(6, 30))
     ids = [f"p{i}" for i in range(n)]
     ranked = list(rng.permutation(ids))
-    gains = {d: float(g) for d, g in zip(ids, rng.integers(0, 4, n)) if g > 0 or trial % 3 == 0}
+    gains = {d: float(g) for d, g in zip(ids, rng.integers(0, 4, n), strict=True) if g > 0 or trial % 3 == 0}
     for k in (1, 3, 5, n):
         y_true = np.array([[gains.get(d, 0.0) for d in ranked]])
         y_score = np.array([[float(n - i) for i in range(n)]])  # the ranking as strictly decreasing scores
@@ -670,8 +696,8 @@ check_number(mrr([["a", "b", "c"]], [{"a"}]), 1.0, name="MRR when the first resu
 try:
     rels = [set(q["answers"]) for q in QUESTIONS]
     for name, ranking in (("dense", DENSE_RANKING), ("BM25", BM25_RANKING), ("hybrid", HYBRID_RANKING)):
-        r5 = np.mean([recall_at_k(r, rel, 5) for r, rel in zip(ranking, rels)])
-        nd = np.mean([ndcg_at_k(r, dict.fromkeys(rel, 1.0), 10) for r, rel in zip(ranking, rels)])
+        r5 = np.mean([recall_at_k(r, rel, 5) for r, rel in zip(ranking, rels, strict=True)])
+        nd = np.mean([ndcg_at_k(r, dict.fromkeys(rel, 1.0), 10) for r, rel in zip(ranking, rels, strict=True)])
         print(f"{name:6s}: recall@5 {r5:.3f}  MRR {mrr(ranking, rels):.3f}  nDCG@10 {nd:.3f}")
 except (NotImplementedError, NameError, TypeError):
     print("finish Exercises 2-4 and 6 first")
@@ -696,9 +722,16 @@ except (NotImplementedError, NameError, TypeError):
 # 1. `build_prompt(question, passages, budget, count_tokens)`: `passages` is a list of `(id, text)` in rank
 #    order. Go through them in order and include a passage if the **whole** prompt with it stays within `budget`
 #    tokens (`count_tokens(prompt) <= budget`); otherwise skip it and try the next. Return `(prompt, included_ids)`.
-# 2. `check_citations(answer, retrieved)`: the ids cited as `[id]` in the answer (in order of first appearance,
-#    each once), those not in `retrieved`, and whether the answer is **faithful**: it cites at least one source and
-#    every cited source was retrieved. Return `{"cited": [...], "unsupported": [...], "faithful": bool}`.
+#    If even the prompt without any passage is over the budget, return that prompt (header and question only)
+#    and an empty list: no passage fits, and the caller can see that the prompt is over budget.
+# 2. `check_citations(answer, retrieved)`: the ids cited in the answer (in order of first appearance, each once),
+#    those not in `retrieved`, and whether the answer is **faithful**: it cites at least one source and every
+#    cited source was retrieved. Return `{"cited": [...], "unsupported": [...], "faithful": bool}`.
+#    **What counts as a citation:** every pair of square brackets around text that contains no square bracket;
+#    the cited id is that text with the spaces at its ends removed. Every such pair counts, whatever is inside:
+#    `[x]` cites `x`, `[ README:001 ]` cites `README:001`, and an answer that writes `[note]` cites a source `note`
+#    that was not retrieved. (The tests put one id in each pair, never nest brackets and never leave a pair
+#    empty.)
 
 # %% setup id=prompt_header
 HEADER = ("Answer the question using only the sources below. "
@@ -738,6 +771,13 @@ p, used = build_prompt("Why?", [("a", "one two three"), ("b", "four")], 10**6, w
 check_property(used == ["a", "b"] and p.startswith(HEADER) and p.endswith("\nQuestion: Why?\nAnswer:"),
                f"with an ample budget every passage goes in, in order, in the fixed format: got {used}")
 check_property("[a] one two three\n[b] four\n" in p, "each passage is one line '[id] text'")
+p2, used = build_prompt("Why?", [("a", "one two three"), ("b", "four")], words(p), words)
+check_property(used == ["a", "b"], f"a budget equal to the whole prompt's size fits it all (<=): got {used}")
+p3, used = build_prompt("Why?", [("a", "one two three four five six"), ("b", "four")], words(p) - 1, words)
+check_property(used == ["b"], f"a passage that does not fit is skipped and the next one tried: got {used}")
+p4, used = build_prompt("Why?", [("a", "one")], 0, words)
+check_property(used == [] and p4 == HEADER + "\nQuestion: Why?\nAnswer:",
+               f"a budget below the empty prompt: the question-only prompt and no ids, got {used}")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w05_rag as ref
 
@@ -758,13 +798,19 @@ for question, passages in cases:
 # %% tests id=test_citations points=1
 r = check_citations("NVFP4 is 4.5 bits [00-spark-capacity:004].", ["00-spark-capacity:004"])
 check_property(r["cited"] == ["00-spark-capacity:004"] and r["faithful"], f"a supported citation: got {r}")
+r = check_citations("No sources here.", ["00-spark-capacity:004"])
+check_property(r["cited"] == [] and not r["faithful"], f"an answer citing nothing is not faithful: got {r}")
+r = check_citations("[ a ] then [a] and [b]", ["a"])
+check_property(r["cited"] == ["a", "b"] and r["unsupported"] == ["b"] and not r["faithful"],
+               f"ids are stripped, counted once, in order of first appearance: got {r}")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w05_rag as ref
 
 retrieved = ["README:001", "06-mamba:004", "01-cuda-numba:011"]
 for answer in ("Yes [README:001] and [06-mamba:004], again [README:001].", "No sources at all.",
                "It is [01-cuda-numba:011] but also [00-spark-capacity:020].", "[x] [README:001]",
-               "Grading takes two minutes [README:001]."):
+               "Grading takes two minutes [README:001].", "See [ 06-mamba:004 ] and [1], then [06-mamba:004].",
+               "Two lines [README:001]\nand [01-cuda-numba:011] [README:001]"):
     got, want = check_citations(answer, retrieved), ref.check_citations(answer, retrieved)
     check_property(list(got["cited"]) == want["cited"], f"cited ids of {answer!r}: got {got['cited']}")
     check_property(list(got["unsupported"]) == want["unsupported"], f"unsupported ids of {answer!r}")
