@@ -682,7 +682,8 @@ except NotImplementedError:
 # %% markdown
 # **A cross-encoder** reads query and passage *together* and scores the pair — slower than a bi-encoder (one
 # forward pass per pair) but more accurate, so it re-ranks only a retriever's top-k. None ships offline with the
-# course, so the cell below runs only in the `spark` profile (it downloads `cross-encoder/ms-marco-MiniLM-L-6-v2`).
+# course, so the cell below runs only in the `spark` profile, on the GPU (it downloads
+# `cross-encoder/ms-marco-MiniLM-L-6-v2`, 91 MB).
 
 # %%
 if profile.is_spark:
@@ -690,7 +691,7 @@ if profile.is_spark:
     from sparkcourse import hub
 
     try:
-        ce, ce_label = hub.cross_encoder("cross-encoder/ms-marco-MiniLM-L-6-v2")
+        ce, ce_label = hub.cross_encoder("cross-encoder/ms-marco-MiniLM-L-6-v2", device="cuda")
     except hub.Unavailable as exc:
         hub.report(exc)
     else:
@@ -1001,7 +1002,7 @@ try:
     question = QUESTIONS[qi]["question"]
     ranking = HYBRID_RANKING[qi][:8]
     max_new = 120 if profile.is_spark else 40
-    window = getattr(getattr(GEN_MODEL, "config", None), "max_position_embeddings", None) or GEN_TOK.model_max_length
+    window = GEN_MODEL.config.max_position_embeddings if GEN_MODEL is not None else GEN_TOK.model_max_length
     overhead = len(GEN_TOK(models.chat_prompt(GEN_TOK, "x"), add_special_tokens=False)["input_ids"]) - gen_tokens("x")
     budget = min(256, window - max_new - overhead)
     print(f"budget: min(256, {window} window - {max_new} answer - {overhead} template) = {budget} generator tokens")
@@ -1020,12 +1021,12 @@ try:
         print("\nSKIPPED: the generated answer — no generator loaded (see the SKIPPED line above)")
     # three written answers, to see what the two checks catch (the evidence sentence is in the answer passage)
     gold, evidence = QUESTIONS[qi]["answers"][0], QUESTIONS[qi]["evidence"]
-    other = next(pid for pid in used if pid != gold)
-    print()
-    show_support("evidence, right citation", f"{evidence} [{gold}]", used + [gold])
-    show_support("evidence, wrong citation", f"{evidence} [{other}]", used)
-    show_support("made up, right citation", f"Grading needs a GPU and eight hours [{gold}].", used + [gold])
-except (NotImplementedError, NameError, TypeError, StopIteration) as exc:
+    other = next(pid for pid in ranking if pid != gold)
+    print("\nwritten answers, all citing retrieved passages (the hybrid top 8):")
+    show_support("evidence, right citation", f"{evidence} [{gold}]", ranking + [gold])
+    show_support("evidence, wrong citation", f"{evidence} [{other}]", ranking + [gold])
+    show_support("made up, right citation", f"Grading needs a GPU and eight hours [{gold}].", ranking + [gold])
+except (NotImplementedError, NameError, TypeError) as exc:
     print("finish the exercises first:", type(exc).__name__)
 
 # %% markdown
