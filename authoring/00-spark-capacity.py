@@ -19,7 +19,7 @@
 # 1 PFLOP FP4 (with sparsity). Every other number in this notebook is computed in a cell.
 
 # %% setup id=setup
-import math
+import math  # noqa: F401 (for your answers)
 
 import sparkcourse as sc
 from sparkcourse import capacity
@@ -38,15 +38,16 @@ print("models:", ", ".join(CONFIGS))
 # A low-precision format stores each value in a few bits **plus scales** that say what those bits mean.
 # The scales are the part people forget:
 #
-# | format | element | scale | block | bits per element |
-# |---|---|---|---|---|
-# | FP32, FP16/BF16, FP8, INT8 | 32, 16, 8, 8 bits | — | — | the element size |
-# | **NVFP4** (Blackwell) | E2M1, 4 bits | one FP8 E4M3 per block (plus one FP32 per tensor) | 16 | $4 + 8/16$ |
-# | **MXFP4** (OCP Microscaling) | E2M1, 4 bits | one E8M0 (a power of two) per block | 32 | $4 + 8/32$ |
-# | **INT4** (GPTQ/AWQ style) | 4-bit integer | one FP16 per group | `group_size` (default 128) | $4 + 16/g$ |
-# | **NF4** (QLoRA) with double quantisation | 4-bit NormalFloat | one FP8 absmax per 64 values, one FP32 per 256 of those | 64 | $4 + 8/64 + 32/(64\cdot256)$ |
+# | format | element | scale | block |
+# |---|---|---|---|
+# | FP32, FP16/BF16, FP8, INT8 | 32, 16, 8, 8 bits | — | — |
+# | **NVFP4** (Blackwell) | E2M1, 4 bits | one FP8 E4M3 per block (plus one FP32 per tensor) | 16 |
+# | **MXFP4** (OCP Microscaling) | E2M1, 4 bits | one E8M0 (8 bits, a power of two) per block | 32 |
+# | **INT4** (GPTQ/AWQ style) | 4-bit integer | one FP16 per group | `group_size` (default 128) |
+# | **NF4** (QLoRA) with double quantisation | 4-bit NormalFloat | one FP8 absmax per block of 64 values, and one FP32 per 256 of those absmaxes (they are quantised too) | 64 |
 #
-# The per-tensor FP32 of NVFP4 is amortised over millions of values: ignore it.
+# The bits per element are the element's bits plus its share of every scale that covers it: derive each row's
+# formula from the table. The per-tensor FP32 of NVFP4 is amortised over millions of values: ignore it.
 # `group_size`, where given, replaces the block size of NVFP4, MXFP4, INT4 and NF4.
 # Bits are not bytes: `weight_bytes` must divide by 8.
 
@@ -231,14 +232,79 @@ for name, cfg in CONFIGS.items():
 # %% markdown
 # DeepSeek-V3 does not fit in 128 GB even at NVFP4 — but its *active* weights for one token are only a few
 # percent of the total. That distinction decides speed: batch-1 decoding reads every active weight once per
-# token, so **memory bandwidth / active bytes** is an upper bound on tokens per second.
+# token, so **memory bandwidth / bytes read per token** is an upper bound on tokens per second. Count the bytes
+# read carefully: of the input embedding only one row (the token's) is read, while the output head is read
+# whole to produce the logits; and the token also reads the **KV cache** of every earlier token (Section 3),
+# which grows with the context. The bound assumes perfect use of the 273 GB/s and no other cost: real decoding
+# is slower. (`capacity.decode_tokens_per_s_ceiling` takes the bytes read; below they are counted here.)
 
 # %%
+def bytes_read_per_token(cfg, fmt, context=0, kv_bytes=2.0):
+    """Active weights minus the input embedding (one row read; untied models), plus the KV cache of `context`."""
+    active = capacity.param_count(cfg).active
+    emb = 0 if cfg.get("tie_word_embeddings") else cfg["vocab_size"] * cfg["hidden_size"]
+    return capacity.weight_bytes(active - emb, fmt) + context * capacity.kv_bytes_per_token(cfg, kv_bytes)
+
+
 for name in ("meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-70B", "mistralai/Mixtral-8x7B-v0.1"):
-    active = capacity.param_count(CONFIGS[name]).active
+    cfg = CONFIGS[name]
     for fmt in ("bf16", "nvfp4"):
-        ceiling = capacity.decode_tokens_per_s_ceiling(capacity.weight_bytes(active, fmt))
-        print(f"{name:30s} {fmt:6s} at most {ceiling:6.1f} tokens/s at 273 GB/s")
+        crude = capacity.decode_tokens_per_s_ceiling(capacity.weight_bytes(capacity.param_count(cfg).active, fmt))
+        ceilings = [capacity.decode_tokens_per_s_ceiling(bytes_read_per_token(cfg, fmt, c))
+                    for c in (0, cfg["max_position_embeddings"])]
+        print(f"{name:30s} {fmt:6s} all active weights: {crude:6.1f} tok/s; corrected: {ceilings[0]:6.1f} tok/s "
+              f"at the first token, {ceilings[1]:6.1f} at {cfg['max_position_embeddings']:,} tokens (FP16 cache)")
+
+# %% markdown
+# ### Compute: prefill is compute-bound, decode is bandwidth-bound (not graded)
+# A forward pass costs about **2 FLOPs per active parameter per token** (one multiply and one add per weight);
+# training costs about **6·N·D** FLOPs for N parameters and D tokens (forward 2ND, backward 4ND: Kaplan et al.,
+# *Scaling Laws for Neural Language Models*, 2020). Whether a step is limited by compute or by memory depends on
+# its **arithmetic intensity**, FLOPs per byte read. Decoding one token with NVFP4 weights does 2 FLOPs per
+# 0.5625 bytes of weight: about 3.6 FLOP/byte, times the batch. Prefill of P prompt tokens reuses every weight P
+# times. The **roofline**: attainable FLOP/s = min(peak, intensity × bandwidth); the ridge point peak/bandwidth
+# is where a step turns compute-bound.
+#
+# The Spark's figures (NVIDIA DGX Spark product page): 273 GB/s, and "up to 1 PFLOP" of FP4 **with sparsity**.
+# NVIDIA quotes sparse figures for 2:4 structured sparsity at twice the dense rate, so dense FP4 is about
+# 0.5 PFLOP/s; NVIDIA lists no FP8 figure for the Spark, and the FP8 line below assumes half the FP4 rate, as on
+# other Blackwell GPUs — an assumption, not a spec.
+
+# %%
+SPARK_FP4_DENSE = 1e15 / 2  # "1 PFLOP FP4" is with 2:4 sparsity
+SPARK_FP8_DENSE = SPARK_FP4_DENSE / 2  # assumption: half the FP4 rate (no NVIDIA figure for the Spark)
+ridge = SPARK_FP4_DENSE / SPARK_BW
+print(f"ridge point: {ridge:,.0f} FLOP/byte (FP4 dense), {SPARK_FP8_DENSE / SPARK_BW:,.0f} FLOP/byte (FP8)")
+n70 = capacity.param_count(CONFIGS["meta-llama/Meta-Llama-3-70B"]).total
+w70 = capacity.weight_bytes(n70, "nvfp4")
+for tokens in (1, 16, 512, 4096):
+    intensity = 2 * n70 * tokens / w70  # weight bytes are read once for all the tokens of the step
+    attainable = min(SPARK_FP4_DENSE, intensity * SPARK_BW)
+    t = 2 * n70 * tokens / attainable
+    bound = "compute" if intensity > ridge else "bandwidth"
+    print(f"Llama-3-70B NVFP4, {tokens:5d} tokens per step: {intensity:8.1f} FLOP/byte -> {bound}-bound, "
+          f">= {t * 1e3:8.1f} ms per step")
+print(f"training 8B parameters on 1e9 tokens: 6ND = {6 * 8e9 * 1e9:.1e} FLOPs, "
+      f">= {6 * 8e9 * 1e9 / SPARK_FP8_DENSE / 3600:.0f} hours at the assumed FP8 peak (real runs reach far less)")
+
+# %%
+import matplotlib.pyplot as plt
+
+xs = [2.0**k for k in range(-2, 15)]
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for peak, label in ((SPARK_FP4_DENSE, "FP4 dense (spec / 2)"), (SPARK_FP8_DENSE, "FP8 (assumed FP4 / 2)")):
+    ax.plot(xs, [min(peak, x * SPARK_BW) / 1e12 for x in xs], label=label)
+for tokens, marker in ((1, "o"), (4096, "s")):
+    x = 2 * n70 * tokens / w70
+    ax.scatter([x], [min(SPARK_FP4_DENSE, x * SPARK_BW) / 1e12], marker=marker,
+               label=f"Llama-3-70B NVFP4, {tokens} token(s) per step")
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+ax.set_ylabel("attainable TFLOP/s")
+ax.set_title("Roofline of a DGX Spark (spec figures, computed)")
+ax.legend(fontsize=7)
+plt.show()
 
 # %% markdown
 # ## 3. The KV cache
@@ -323,14 +389,35 @@ for name, cfg in CONFIGS.items():
           f"  FP8 {capacity.kv_bytes_per_token(cfg, 1) / MB:.3f} MB")
 
 # %% markdown
-# Memory against context length for Llama-3-70B, per precision of weights and cache, with the Spark's 128 GB:
+# `max_context` answers a memory question only. Two things cut the answer down in practice:
+#
+# - the model's **trained context** (`max_position_embeddings` in its config): Llama-3-70B was trained for
+#   8,192 tokens, Llama-3.1 for 131,072 (its config ships with the course in `sparkcourse/data/configs/`);
+#   memory beyond that holds a cache the model cannot use well;
+# - a **reserve** for what else lives in the same 128 GB: the OS and your programs, the CUDA context, and the
+#   activations and workspace of the forward pass. Below it is an assumed 10 GB; the last cell of this notebook
+#   measures what your Spark really has free.
+#
+# `capacity.usable_context` applies both:
+
+# %%
+RESERVE = 10 * GB  # an assumption for the OS, the CUDA context and activations: measure yours below
+cfg70 = CONFIGS["meta-llama/Meta-Llama-3-70B"]
+llama31 = capacity.CONFIGS["meta-llama/Meta-Llama-3-70B"] | {"max_position_embeddings": 131072}  # same architecture
+for label, cfg in (("Llama-3-70B (trained for 8,192)", cfg70), ("Llama-3.1-70B (trained for 131,072)", llama31)):
+    mem = capacity.max_context(SPARK_BYTES, cfg, "nvfp4", 1.0)
+    usable = capacity.usable_context(SPARK_BYTES, cfg, "nvfp4", 1.0, reserve_bytes=RESERVE)
+    print(f"{label:38s} NVFP4 + FP8 cache: memory allows {mem:,} tokens, usable {usable:,}")
+
+# %% markdown
+# Memory against context length for Llama-3-70B, per precision of weights and cache, with the Spark's 128 GB,
+# up to Llama-3.1's trained 131,072 tokens (Llama-3's 8,192 marked):
 
 # %%
 import matplotlib.pyplot as plt
 
-cfg70 = CONFIGS["meta-llama/Meta-Llama-3-70B"]
 n70 = capacity.param_count(cfg70).total
-contexts = [2**k for k in range(10, 21)]
+contexts = [2**k for k in range(10, 18)]
 fig, ax = plt.subplots(figsize=(7, 4))
 for wfmt, kvb, label in (("bf16", 2, "BF16 weights, FP16 cache"), ("fp8", 2, "FP8 weights, FP16 cache"),
                          ("fp8", 1, "FP8 weights, FP8 cache"), ("nvfp4", 1, "NVFP4 weights, FP8 cache")):
@@ -338,6 +425,8 @@ for wfmt, kvb, label in (("bf16", 2, "BF16 weights, FP16 cache"), ("fp8", 2, "FP
               for c in contexts]
     ax.plot(contexts, totals, marker="o", label=label)
 ax.axhline(SPARK_BYTES / GB, color="k", ls="--", label="DGX Spark, 128 GB")
+ax.axhline((SPARK_BYTES - RESERVE) / GB, color="grey", ls=":", label="128 GB minus a 10 GB reserve")
+ax.axvline(8192, color="r", ls=":", label="Llama-3's trained context")
 ax.set_xscale("log", base=2)
 ax.set_xlabel("context length (tokens, batch 1)")
 ax.set_ylabel("weights + KV cache (GB)")
@@ -393,6 +482,40 @@ try:
 except ValueError:
     pass
 ### END HIDDEN TESTS
+
+# %% markdown
+# **16 bytes is one optimiser's bill, not a law.** It is mixed-precision AdamW as ZeRO counts it (Rajbhandari et
+# al., 2020, §3). Other choices, per trained parameter:
+#
+# - **8-bit AdamW** (Dettmers et al., *8-bit Optimizers via Block-wise Quantization*, 2022; bitsandbytes'
+#   `AdamW8bit`) stores the two moments in 8 bits with block-wise scales: 2 + 2 + 4 + 1 + 1 ≈ **10 bytes**;
+# - **BF16 states without FP32 master weights** (weights, gradients and both moments in BF16): 2 + 2 + 2 + 2 =
+#   **8 bytes** — small updates then get lost in BF16 rounding unless the optimiser uses stochastic rounding
+#   or Kahan summation (Zamirai et al., *Revisiting BFloat16 Training*, 2020).
+#
+# So "the largest model you can fully fine-tune" needs the optimiser stated with it:
+
+# %%
+for label, per_param in (("AdamW, mixed precision", 2 + 2 + 4 + 4 + 4), ("8-bit AdamW", 2 + 2 + 4 + 1 + 1),
+                         ("BF16 weights, grads and states", 2 + 2 + 2 + 2)):
+    print(f"{label:32s} {per_param:2d} B/param -> at most {SPARK_BYTES / per_param / 1e9:5.1f}B parameters "
+          "in 128 GB, before activations")
+
+# %% markdown
+# **Activations** come on top, and grow with batch × sequence length. For a GPT-style layer in 16-bit,
+# Korthikanti et al. (*Reducing Activation Recomputation in Large Transformer Models*, 2022, §4) count about
+# $s\,b\,h\,(34 + 5 a s / h)$ bytes (sequence $s$, batch $b$, hidden $h$, $a$ heads); FlashAttention does not
+# store the $a s^2$ attention matrix, leaving about $34\,s\,b\,h$. **Gradient checkpointing** keeps only each
+# layer's input ($2\,s\,b\,h$ bytes) and recomputes the rest during the backward pass: one more forward pass,
+# so about 8ND instead of 6ND FLOPs. For Llama-3-8B (an estimate: Llama's MLP differs from GPT's):
+
+# %%
+cfg8 = CONFIGS["meta-llama/Meta-Llama-3-8B"]
+h, L8 = cfg8["hidden_size"], cfg8["num_hidden_layers"]
+for s_len, b in ((2048, 1), (8192, 1), (2048, 8)):
+    full = 34 * s_len * b * h * L8
+    ckpt = 2 * s_len * b * h * L8 + 34 * s_len * b * h  # layer inputs + one layer recomputed at a time
+    print(f"seq {s_len:5d} x batch {b}: activations {full / GB:6.1f} GB, with checkpointing {ckpt / GB:5.2f} GB")
 
 # %% markdown
 # What fits? LoRA of rank 16 on the attention projections of each model, with the course planner:
@@ -467,7 +590,7 @@ check_property(results[0]["holds"], "Llama-3-8B in BF16 is about 16 GB: that cla
 from sparkcourse.reference import w00_spark_capacity as ref
 from sparkcourse.testing import calls_into
 
-for c, r in zip(CLAIMS, results):
+for c, r in zip(CLAIMS, results, strict=True):
     want = ref.audit_claim(c, CONFIGS, SPARK_BYTES)
     check_number(r["computed"], want["computed"], rtol=1e-6, name=f"computed value for {c['what']!r}")
     check_number(r["rel_error"], want["rel_error"], rtol=1e-6, atol=1e-9, name=f"rel_error for {c['what']!r}")
@@ -488,9 +611,10 @@ except ValueError:
 #   parameters, not 70B.
 # - *0.65 MB of KV cache per token* is the figure for a model with twice Llama-3-70B's KV: with 8 KV heads of
 #   128 over 80 layers, K and V hold 163,840 values per token.
-# - *12B parameters of full fine-tuning* ignores the optimiser: AdamW in mixed precision needs 16 bytes per
-#   parameter before activations, so 128 GB holds the state of 8B parameters, and activations push the
-#   practical limit nearer 7B. LoRA and QLoRA are how a Spark fine-tunes 70B models.
+# - *12B parameters of full fine-tuning* does not hold for the standard recipe: AdamW in mixed precision needs
+#   16 bytes per parameter before activations, so 128 GB holds the state of 8B parameters, and activations push
+#   the practical limit lower. The claim holds only with 8-bit AdamW (≈ 10 bytes: 12.8B) — a claim about
+#   capacity must name its optimiser. LoRA and QLoRA are how a Spark fine-tunes 70B models.
 
 # %%
 for c in CLAIMS:
@@ -519,7 +643,9 @@ if not sc.grading():
         total = w + kv
         print(f"weights {w / GB:7.1f} GB + KV cache {kv / GB:7.1f} GB = {total / GB:7.1f} GB "
               f"({total / SPARK_BYTES:.0%} of 128 GB) -> {'fits' if total < SPARK_BYTES else 'does NOT fit'}")
-        print(f"max context at this batch: {capacity.max_context(SPARK_BYTES, cfg, weights, cache_bytes, batch):,}")
+        print(f"max context at this batch: {capacity.max_context(SPARK_BYTES, cfg, weights, cache_bytes, batch):,} "
+              f"by memory; {capacity.usable_context(SPARK_BYTES, cfg, weights, cache_bytes, batch, RESERVE):,} "
+              "usable (10 GB reserve, trained context)")
 
     widgets.interact(show, model=list(CONFIGS), weights=["bf16", "fp8", "nvfp4", "mxfp4", "int4", "nf4"],
                      cache_bytes=widgets.Dropdown(options=[("FP16", 2.0), ("FP8", 1.0)]),
@@ -529,21 +655,49 @@ if not sc.grading():
 # %% markdown
 # ## On your Spark
 # In the `spark` profile this cell reads what the machine really has: the unified pool the GPU shares with the
-# CPU (from `/proc/meminfo`) and what CUDA reports as free. Compare with 128 GB: the OS and the CUDA context
-# take their share.
+# CPU (from `/proc/meminfo`) and what CUDA reports as free — the OS and the CUDA context have already taken their
+# share. (`describe()` reports **GiB**, $2^{30}$ bytes; this notebook counts **GB**, $10^9$ bytes: 128 GB is
+# 119.2 GiB.) It then plans Llama-3.1-8B's KV cache from its shipped config and allocates it on the GPU, to
+# compare the planned bytes with what PyTorch measures (`torch.cuda.max_memory_allocated`).
 
 # %%
-if profile.is_spark:
-    import torch
+import json
+from pathlib import Path
 
+import torch
+
+if profile.is_spark and torch.cuda.is_available():
     from sparkcourse import gpu
 
     info = gpu.detect()
-    print(info.describe())
+    print(info.describe(), f"= {info.total_memory_bytes / GB:.1f} GB")
     free, total = torch.cuda.mem_get_info()
     print(f"CUDA reports {free / GB:.1f} GB free of {total / GB:.1f} GB")
-    print(f"max Llama-3-70B context (NVFP4 weights, FP8 cache) in the free memory: "
-          f"{capacity.max_context(free, CONFIGS['meta-llama/Meta-Llama-3-70B'], 'nvfp4', 1.0):,} tokens")
+    act_reserve = 4 * GB  # activations and workspace: an assumption, as above
+    for label, cfg in (("Llama-3-70B", cfg70), ("Llama-3.1-70B", llama31)):
+        mem = capacity.max_context(free, cfg, "nvfp4", 1.0)
+        usable = capacity.usable_context(free, cfg, "nvfp4", 1.0, reserve_bytes=act_reserve)
+        print(f"{label}: NVFP4 weights + FP8 cache in the free memory: {mem:,} tokens by memory, {usable:,} usable "
+              f"(trained context {cfg['max_position_embeddings']:,}, {act_reserve / GB:.0f} GB kept for activations)")
+    cfg31 = json.loads((Path(sc.__file__).parent / "data" / "configs" / "meta-llama--Llama-3.1-8B-Instruct.json")
+                       .read_text())
+    tokens = min(32768, cfg31["max_position_embeddings"])
+    planned = capacity.kv_bytes_per_token(cfg31, 2.0) * tokens
+    hd = cfg31.get("head_dim") or cfg31["hidden_size"] // cfg31["num_attention_heads"]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    cache = torch.empty(cfg31["num_hidden_layers"], 2, cfg31["num_key_value_heads"], tokens, hd,
+                        dtype=torch.bfloat16, device="cuda")
+    cache.zero_()
+    torch.cuda.synchronize()
+    measured = torch.cuda.max_memory_allocated() - before
+    print(f"Llama-3.1-8B BF16 KV cache for {tokens:,} tokens: planned {planned / GB:.3f} GB, "
+          f"measured {measured / GB:.3f} GB ({measured / planned - 1:+.2%})")
+    del cache
+    torch.cuda.empty_cache()
+elif profile.is_spark:
+    print("spark profile without a CUDA GPU: nothing to measure here")
 else:
     print("tiny profile: run this on a DGX Spark (or any CUDA machine) to see its real memory")
 
@@ -553,9 +707,15 @@ else:
 #   **≈ 4.127**.
 # - Llama-3-70B: 70.6B parameters, **≈ 39.7 GB** at NVFP4, **0.33 MB** of FP16 KV cache per token (0.16 MB at FP8).
 # - Full fine-tuning costs **16 bytes per parameter** before activations: about 8B parameters' worth in 128 GB.
-# - Batch-1 decoding is bandwidth-bound: tokens/s ≤ 273 GB/s ÷ active weight bytes.
+# - Full fine-tuning: 16 bytes per parameter with mixed-precision AdamW (8B in 128 GB), ≈ 10 with 8-bit AdamW
+#   (12.8B), 8 with BF16 states (16B) — before activations, which gradient checkpointing shrinks.
+# - A context that fits in memory is capped by the model's trained context and a reserve.
+# - Batch-1 decoding is bandwidth-bound: tokens/s ≤ 273 GB/s ÷ bytes read per token (weights + KV cache);
+#   prefill of many tokens is compute-bound (2 FLOPs per parameter per token against ≈ 0.5 PFLOP/s dense FP4).
 #
 # **Read more:** NVIDIA DGX Spark product page (memory, bandwidth, FP4 figures); Dettmers et al., *QLoRA* (2023),
 # §2 (NF4, double quantisation); OCP *Microscaling Formats (MX) v1.0* (MXFP4); NVIDIA, *Introducing NVFP4*
 # (technical blog, 2025); Ainslie et al., *GQA* (2023); Rajbhandari et al., *ZeRO* (2020), §3 (16 bytes per
-# parameter for mixed-precision Adam).
+# parameter for mixed-precision Adam); Dettmers et al., *8-bit Optimizers via Block-wise Quantization* (2022);
+# Korthikanti et al., *Reducing Activation Recomputation in Large Transformer Models* (2022); Kaplan et al.,
+# *Scaling Laws for Neural Language Models* (2020) (6ND).

@@ -56,22 +56,24 @@ CONFIGS: dict[str, dict] = {
     "meta-llama/Meta-Llama-3-8B": dict(
         model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
         num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False,
+        max_position_embeddings=8192,
     ),
     "meta-llama/Meta-Llama-3-70B": dict(
         model_type="llama", vocab_size=128256, hidden_size=8192, intermediate_size=28672,
         num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, tie_word_embeddings=False,
+        max_position_embeddings=8192,
     ),
     "mistralai/Mixtral-8x7B-v0.1": dict(
         model_type="mixtral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
         num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False,
-        num_local_experts=8, num_experts_per_tok=2,
+        num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=32768,
     ),
     "deepseek-ai/DeepSeek-V3": dict(
         model_type="deepseek_v3", vocab_size=129280, hidden_size=7168, intermediate_size=18432,
         moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128,
         n_shared_experts=1, n_routed_experts=256, num_experts_per_tok=8, first_k_dense_replace=3,
         q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
-        tie_word_embeddings=False,
+        tie_word_embeddings=False, max_position_embeddings=163840,
     ),
 }
 
@@ -148,6 +150,18 @@ def max_context(budget_bytes: float, cfg: Mapping, weight_format: str = "bf16",
     free = budget_bytes - weight_bytes(param_count(cfg).total, weight_format)
     per_token = kv_bytes_per_token(cfg, kv_bytes_per_value) * batch
     return max(0, math.floor(free / per_token))
+
+
+def usable_context(budget_bytes: float, cfg: Mapping, weight_format: str = "bf16",
+                   kv_bytes_per_value: float = 2.0, batch: int = 1, reserve_bytes: float = 0.0) -> int:
+    """:func:`max_context` after a reserve (OS, CUDA context, activations), capped at the trained context.
+
+    A context that fits in memory is not one the model supports: ``max_position_embeddings`` (when the config
+    has it) is the longest the model was trained for.
+    """
+    ctx = max_context(budget_bytes - reserve_bytes, cfg, weight_format, kv_bytes_per_value, batch)
+    trained = cfg.get("max_position_embeddings")
+    return min(ctx, int(trained)) if trained else ctx
 
 
 # Training: bytes per parameter before activations (mixed precision, AdamW).

@@ -226,19 +226,83 @@ def _smoke_numba(info: DeviceInfo) -> tuple[bool, str]:
     return ok, f"{target}: a kernel ran on {info.name}" if ok else f"{target}: the kernel gave wrong values"
 
 
+def fp8_supported(cc: tuple[int, int] | None) -> bool:
+    """FP8 tensor cores (``torch._scaled_mm`` with E4M3/E5M2): compute capability 8.9 (Ada) and later."""
+    return cc is not None and tuple(cc) >= (8, 9)
+
+
+def fp4_supported(cc: tuple[int, int] | None) -> bool:
+    """NVFP4 tensor cores (``float4_e2m1fn_x2`` with E4M3 block scales): Blackwell, compute capability 10.0+.
+
+    Covers sm_100 (B200), sm_120 (RTX Blackwell) and the Spark's GB10 (sm_121); Hopper (9.0) has none.
+    """
+    return cc is not None and cc[0] >= 10
+
+
+def scaled_mm_fp8(a, b, scale_a, scale_b, out_dtype=None):
+    """``a @ b.T`` on FP8 tensor cores with one FP32 scale per tensor (``torch._scaled_mm``).
+
+    ``a`` is ``[M, K]`` and ``b`` ``[N, K]`` (the ``nn.Linear`` weight layout), both FP8 and on the GPU; the result
+    is ``scale_a * scale_b * (a @ b.T)`` in ``out_dtype`` (BF16 by default). ``_scaled_mm`` wants ``mat2``
+    column-major, which ``b.t()`` of a row-major ``b`` is, and the scales as float32 tensors on the same device.
+    Row-wise scales (``scale_a`` ``[M, 1]``, ``scale_b`` ``[1, N]``) also exist in torch, on fewer GPUs/builds.
+    """
+    import torch
+
+    dev = a.device
+    sa = torch.as_tensor(scale_a, dtype=torch.float32, device=dev)
+    sb = torch.as_tensor(scale_b, dtype=torch.float32, device=dev)
+    return torch._scaled_mm(a.contiguous(), b.contiguous().t(), scale_a=sa, scale_b=sb,
+                            out_dtype=out_dtype or torch.bfloat16)
+
+
+def blocked_scales(scales):
+    """Rearrange ``[rows, K/16]`` block scales into cuBLAS's swizzled 128×4 tile layout (flattened).
+
+    The layout of NVIDIA's cuBLAS docs, "1D block scaling factors layout": rows padded to 128, scale columns to 4,
+    each 128×4 tile stored as 32×16 (the same as ``to_blocked`` in torch's own tests).
+    """
+    import torch
+
+    rows, cols = scales.shape
+    pr, pc = -(-rows // 128) * 128, -(-cols // 4) * 4
+    padded = torch.zeros(pr, pc, dtype=scales.dtype, device=scales.device)
+    padded[:rows, :cols] = scales
+    blocks = padded.view(pr // 128, 128, pc // 4, 4).permute(0, 2, 1, 3)
+    return blocks.reshape(-1, 4, 32, 4).transpose(1, 2).reshape(-1, 32, 16).flatten()
+
+
+def scaled_mm_nvfp4(a_packed, a_block, a_global, b_packed, b_block, b_global, out_dtype=None):
+    """``A @ B.T`` for two NVFP4 tensors on FP4 tensor cores (Blackwell), via ``torch._scaled_mm``.
+
+    Each operand is what an NVFP4 quantiser returns: ``packed`` uint8 ``[rows, K/2]`` (two E2M1 codes a byte,
+    element 2i in the low nibble — ``torch.float4_e2m1fn_x2``'s layout), ``block`` the block scales ``[rows, K/16]``
+    (values of E4M3) and ``global`` the FP32 tensor scale. K must be a multiple of 32. The kernel applies the
+    block scales; the two tensor scales are multiplied into the result afterwards.
+    """
+    import torch
+
+    dev = a_packed.device
+    a = a_packed.contiguous().view(torch.float4_e2m1fn_x2)
+    b = b_packed.contiguous().view(torch.float4_e2m1fn_x2)
+    sa = blocked_scales(a_block.to(dev, torch.float32).to(torch.float8_e4m3fn))
+    sb = blocked_scales(b_block.to(dev, torch.float32).to(torch.float8_e4m3fn))
+    out = torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+    return (out.float() * (float(a_global) * float(b_global))).to(out_dtype or torch.bfloat16)
+
+
 def _smoke_fp8(info: DeviceInfo) -> tuple[bool, str]:
     """FP8 E4M3 ``torch._scaled_mm`` agrees with the same product in float32 (compute capability 8.9+)."""
     import torch
 
     cc = info.compute_capability or (0, 0)
-    if cc < (8, 9):
+    if not fp8_supported(cc):
         return True, f"skipped: sm_{cc[0]}{cc[1]} has no FP8 tensor cores (they need compute capability 8.9+)"
     gen = torch.Generator(device="cuda").manual_seed(0)
     a = torch.randn(64, 128, device="cuda", generator=gen).to(torch.float8_e4m3fn)
-    b = torch.randn(48, 128, device="cuda", generator=gen).to(torch.float8_e4m3fn).t()  # column-major, as required
-    one = torch.ones((), device="cuda")
-    got = torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16).float()
-    want = a.float() @ b.float()
+    b = torch.randn(48, 128, device="cuda", generator=gen).to(torch.float8_e4m3fn)  # [N, K]: passed as column-major
+    got = scaled_mm_fp8(a, b, 1.0, 1.0).float()
+    want = a.float() @ b.float().t()
     err = float((got - want).abs().max() / want.abs().max())
     return err < 2e-2, f"E4M3 64×128×48 on sm_{cc[0]}{cc[1]}: max error {err:.1e} of the largest output"
 

@@ -301,3 +301,76 @@ replace     return int(free // (kv_bytes_per_token(cfg, kv_bytes_per_value) * ba
 
 # %% mutant name=training_bytes_from_the_planner cell=training fails=test_training
 replace     per_trained = 2 + 2 + 4 + 4 + 4 =>     from sparkcourse.capacity import training_bytes as t; return t(n_params, method, adapter_params)
+
+# %% variant name=bits_variant_layout_table cell=bits_per_param
+LAYOUT = {"fp32": (32, 0, 1), "fp16": (16, 0, 1), "bf16": (16, 0, 1), "fp8": (8, 0, 1), "int8": (8, 0, 1),
+          "nvfp4": (4, 8, 16), "mxfp4": (4, 8, 32), "int4": (4, 16, 128), "nf4": (4, 8, 64)}
+
+
+def bits_per_param(fmt, group_size=None):
+    if fmt not in LAYOUT:
+        raise ValueError(f"no format called {fmt}")
+    element, scale_bits, block = LAYOUT[fmt]
+    if scale_bits == 0:
+        return float(element)
+    block = group_size if group_size else block
+    bits = element + scale_bits / block
+    if fmt == "nf4":  # double quantisation: 256 FP8 absmaxes share one FP32
+        bits += 32 / (256 * block)
+    return bits
+
+
+def weight_bytes(n_params, fmt, group_size=None):
+    return bits_per_param(fmt, group_size) / 8 * n_params
+
+# %% variant name=params_variant_matrix_shapes cell=param_counts
+def _attention_shapes(cfg):
+    d, hq, hkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim") or d // hq
+    return [(d, hq * hd), (d, hkv * hd), (d, hkv * hd), (hq * hd, d)]
+
+
+def dense_params(cfg):
+    d = cfg["hidden_size"]
+    layer = sum(a * b for a, b in _attention_shapes(cfg)) + 3 * d * cfg["intermediate_size"] + 2 * d
+    embeddings = cfg["vocab_size"] * d * (1 if cfg.get("tie_word_embeddings", False) else 2)
+    return cfg["num_hidden_layers"] * layer + d + embeddings
+
+
+def moe_params(cfg):
+    d, layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    shared = dense_params(dict(cfg, intermediate_size=0))  # attention, norms, embeddings
+    router = layers * d * cfg["num_local_experts"]
+    one_expert_all_layers = layers * 3 * d * cfg["intermediate_size"]
+    return (shared + router + cfg["num_local_experts"] * one_expert_all_layers,
+            shared + router + cfg["num_experts_per_tok"] * one_expert_all_layers)
+
+# %% variant name=training_variant_state_table cell=training
+ADAMW_STATE = {"bf16 weight": 2, "bf16 gradient": 2, "fp32 master": 4, "adam m": 4, "adam v": 4}
+
+
+def training_bytes(n_params, method="full", adapter_params=0):
+    per_trained = sum(ADAMW_STATE.values())
+    frozen = {"lora": 2.0, "qlora": weight_bytes(1, "nf4")}
+    if method == "full":
+        return per_trained * n_params
+    if method not in frozen:
+        raise ValueError(f"no method called {method}")
+    return frozen[method] * n_params + per_trained * adapter_params
+
+# %% variant name=audit_variant_dispatch_table cell=audit
+def _weights_gb(c):
+    cfg = CONFIGS[c["model"]]
+    n = moe_params(cfg)[0] if cfg.get("num_local_experts") else dense_params(cfg)
+    return weight_bytes(n, c["fmt"]) / 1e9
+
+
+def audit_claim(claim):
+    table = {"weights_gb": _weights_gb,
+             "kv_mb_per_token": lambda c: kv_bytes_per_token(CONFIGS[c["model"]], c["bytes_per_value"]) / 1e6,
+             "full_ft_max_params_b": lambda c: SPARK_BYTES / training_bytes(1e9, "full")}
+    if claim.get("quantity") not in table:
+        raise ValueError(f"cannot audit {claim.get('quantity')!r}")
+    computed = table[claim["quantity"]](claim)
+    rel = claim["claimed"] / computed - 1
+    return dict(computed=computed, rel_error=rel, holds=bool(abs(rel) <= 0.1))

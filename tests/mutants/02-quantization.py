@@ -359,3 +359,47 @@ replace <<<
 # %% variant name=kv_variant_sdpa cell=kv
 def fp8_kv_attention(q, k, v):
     return F.scaled_dot_product_attention(q.double(), fp8_qdq(k), fp8_qdq(v), is_causal=True)
+
+# Negative zero: the sign bit of x is the sign of the code, also when x rounds to zero (the spec says so). The
+# visible test's [-0.0, -0.1, 0.1, 0.0] catches both mistakes below.
+# %% mutant name=e2m1_sign_from_less_than_zero cell=formats fails=test_fp4_codes
+replace return code.to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3) => return code.to(torch.uint8) | ((x < 0).to(torch.uint8) << 3)
+
+# %% mutant name=e2m1_sign_from_rounded_value cell=formats fails=test_fp4_codes
+replace return code.to(torch.uint8) | (torch.signbit(x).to(torch.uint8) << 3) => return code.to(torch.uint8) | ((round_to_format(x, "e2m1") < 0).to(torch.uint8) << 3)
+
+# The tensor scale multiplied in when quantising but forgotten when dequantising: the visible SQNR check fails.
+# %% mutant name=nvfp4_dequantize_without_tensor_scale cell=nvfp4 fails=test_nvfp4
+replace vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * (s_block * s_global)[..., None] => vals = e2m1_decode(unpack_fp4(packed)).view(rows, -1, block) * s_block[..., None]
+
+# %% variant name=fp8_variant_rowwise_recursion cell=fp8
+def fp8_qdq(x, per_channel=False, fmt="e4m3"):
+    x = x.to(torch.float64)
+    top = {"e4m3": 448.0, "e5m2": 57344.0}[fmt]
+    if per_channel:  # one scale per row: the per-tensor rule applied to each row
+        return torch.stack([fp8_qdq(row, False, fmt) for row in x])
+    amax = float(x.abs().max())
+    s = amax / top if amax > 0 else 1.0
+    return round_to_format(x / s, fmt) * s
+
+
+def sqnr_db(x, xhat):
+    x, xhat = x.to(torch.float64), xhat.to(torch.float64)
+    noise = torch.mean((x - xhat) ** 2)
+    return 10 * math.log10(float(torch.mean(x**2) / noise))
+
+# %% variant name=fakequant_variant_per_layer_and_hf_loss cell=fakequant
+def fake_quantize_linears(model, qdq):
+    changed = []
+    for i, layer in enumerate(model.model.layers):
+        for name, mod in layer.named_modules():
+            if isinstance(mod, torch.nn.Linear):
+                mod.weight.data = qdq(mod.weight.data).to(mod.weight.dtype)
+                changed.append(f"model.layers.{i}.{name}")
+    return changed
+
+
+def perplexity(model, ids):
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=ids)  # transformers shifts the labels itself
+    return math.exp(out.loss.item())

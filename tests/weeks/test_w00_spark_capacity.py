@@ -106,3 +106,29 @@ def test_max_context_and_errors():
         capacity.training_bytes(1, "galore")
     with pytest.raises(ValueError):
         capacity.param_count({"model_type": "rwkv", "hidden_size": 1, "num_hidden_layers": 1, "vocab_size": 1})
+
+
+def test_usable_context_caps_at_trained_context_and_subtracts_reserve():
+    """FACTS.md: a context that fits is not one the model supports; Llama-3 was trained for 8,192 tokens
+    (Meta's config.json), Llama-3.1 for 131,072 (the shipped config)."""
+    import json
+    from pathlib import Path
+
+    import sparkcourse
+
+    cfg70 = CONFIGS["meta-llama/Meta-Llama-3-70B"]
+    assert cfg70["max_position_embeddings"] == 8192
+    assert CONFIGS["meta-llama/Meta-Llama-3-8B"]["max_position_embeddings"] == 8192
+    mem = capacity.max_context(capacity.SPARK_MEMORY_BYTES, cfg70, "nvfp4", 1.0)
+    assert mem > 500_000  # memory alone would allow this
+    assert capacity.usable_context(capacity.SPARK_MEMORY_BYTES, cfg70, "nvfp4", 1.0) == 8192
+    shipped = json.loads((Path(sparkcourse.__file__).parent / "data" / "configs" /
+                          "meta-llama--Llama-3.1-8B-Instruct.json").read_text())
+    assert shipped["max_position_embeddings"] == 131072
+    as31 = cfg70 | {"max_position_embeddings": shipped["max_position_embeddings"]}
+    assert capacity.usable_context(capacity.SPARK_MEMORY_BYTES, as31, "nvfp4", 1.0) == 131072
+    # the reserve comes off the budget: 10 GB less is 10e9 / 163,840 B fewer tokens of FP8 cache
+    no_cap = {k: v for k, v in cfg70.items() if k != "max_position_embeddings"}
+    full = capacity.usable_context(capacity.SPARK_MEMORY_BYTES, no_cap, "nvfp4", 1.0)
+    less = capacity.usable_context(capacity.SPARK_MEMORY_BYTES, no_cap, "nvfp4", 1.0, reserve_bytes=10e9)
+    assert full == mem and abs((full - less) - 10e9 / 163_840) <= 1

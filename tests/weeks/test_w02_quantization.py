@@ -122,3 +122,35 @@ def test_fp8_benchmark_error_and_table_on_cpu():
                fp8_err=3e-2)
     text = bench["markdown"]([row], "TestCard", "python benchmarks/fp8_matmul.py", "torch x")
     assert "TestCard" in text and "date:" in text and "command:" in text and "| 16 × 4096 × 14336 |" in text
+
+
+def test_scaled_mm_fp8_helper_on_cpu():
+    """The spark cell's FP8 product (sparkcourse.gpu.scaled_mm_fp8) runs on torch's CPU kernel too: it must equal
+    scale_a * scale_b * (a @ b.T) computed from the FP8 values in float32, up to the BF16 output rounding."""
+    from sparkcourse import gpu
+
+    g = torch.Generator().manual_seed(3)
+    a = (torch.randn(32, 64, generator=g) * 50).to(torch.float8_e4m3fn)
+    b = (torch.randn(48, 64, generator=g) * 50).to(torch.float8_e4m3fn)
+    got = gpu.scaled_mm_fp8(a, b, 0.5, 0.125).float()
+    want = 0.5 * 0.125 * (a.float() @ b.float().T)
+    assert got.shape == (32, 48)
+    assert float((got - want).norm() / want.norm()) < 4e-3  # BF16 output: 8 bits of mantissa
+    assert gpu.fp8_supported((8, 9)) and gpu.fp8_supported((12, 1)) and not gpu.fp8_supported((8, 6))
+    assert gpu.fp4_supported((10, 0)) and gpu.fp4_supported((12, 1)) and not gpu.fp4_supported((9, 0))
+    assert not gpu.fp4_supported(None)
+
+
+def test_blocked_scales_layout():
+    """cuBLAS's block-scale layout (cuBLAS docs, "1D block scaling factors layout"): in a 128x4 tile, scale (r, c)
+    sits at offset (r % 32) * 16 + (r // 32) * 4 + c; tiles follow row-tile-major, padded with zeros."""
+    from sparkcourse import gpu
+
+    s = torch.arange(1, 130 * 5 + 1, dtype=torch.float32).view(130, 5)
+    out = gpu.blocked_scales(s)
+    assert out.numel() == 256 * 8  # rows padded to 256, scale columns to 8
+    for r, c in ((0, 0), (1, 0), (31, 3), (32, 0), (127, 2), (5, 4), (129, 4), (128, 0)):
+        tile = (r // 128) * 2 + c // 4  # two column tiles per row tile
+        rr, cc = r % 128, c % 4
+        assert out[tile * 512 + (rr % 32) * 16 + (rr // 32) * 4 + cc] == s[r, c]
+    assert int((out != 0).sum()) == s.numel()
