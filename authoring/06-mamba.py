@@ -963,10 +963,12 @@ else:
         for ctx in (1024, 8192):
             held, peak, cache = prefill_memory(mamba_130m, ctx, m130["vocab_size"])
             tensors = [t for la in cache.layers for st in (la.conv_states, la.recurrent_states) for t in st.values()]
+            # transformers keeps the conv state in the model's dtype (bf16) and the SSM state in float32
+            by_formula = (recurrent_state_bytes(m130 | {"state_size": 0}, bytes_per_value=2)
+                          + recurrent_state_bytes(m130 | {"conv_kernel": 0}, bytes_per_value=4))
             print(f"Mamba-130M  context {ctx:6d}: {held / MB:6.2f} MB held after prefill; its cache tensors "
-                  f"{cache_bytes(tensors) / MB:.2f} MB ({tensors[-1].dtype}; your formula at that size: "
-                  f"{recurrent_state_bytes(m130, bytes_per_value=tensors[-1].element_size()) / MB:.2f} MB), "
-                  f"prefill peak {peak / GB:6.3f} GB")
+                  f"{cache_bytes(tensors) / MB:.2f} MB (your formula, conv state bf16 + SSM state float32: "
+                  f"{by_formula / MB:.2f} MB), prefill peak {peak / GB:6.3f} GB")
             del cache, tensors
     except NotImplementedError:
         print("finish Exercise 5 first")
