@@ -696,9 +696,10 @@ else:
 # parameters as the selective one; only the dependence of $\Delta, B, C$ on the token is gone. If it stays far
 # below the selective Mamba, that is the paper's point (Gu & Dao 2023, Table 1: S4 18.3% and H3 57.0% against
 # Mamba 99.8% on their longer version of the task): an LTI SSM applies the same convolution kernel everywhere, so
-# it cannot skip a variable number of blanks. With the tiny profile's 120 steps, every model may still be far from
-# perfect — the gap between the two Mamba rows is what to read; the spark profile's 1500 steps sharpen it. The
-# claim is not "Mamba beats attention": at this size attention does well on copying.
+# it cannot skip a variable number of blanks. The tiny profile's 120 steps only show that the code runs: on a
+# 2-core CPU the selective Mamba itself was still at chance after them (0.13 measured, 2026-11-29). The comparison
+# needs the spark profile's 1500 steps on a GPU (or more steps on a CPU, and patience). The claim is not "Mamba
+# beats attention": at this size attention does well on copying.
 
 # %% markdown
 # ## 6. Memory and time as the context grows
