@@ -136,6 +136,15 @@ replace dBu = delta[:, :, t, None] * B[:, None, :, t] * u[:, :, t, None] => x = 
 delete x = dA * x + dBu
 replace y = y * F.silu(z) => y = y * torch.sigmoid(z)
 
+# %% mutant name=abar_without_delta cell=selective_scan fails=test_selective_scan
+# exp(A) instead of exp(ΔA): the first position is right (x_{-1} = 0), so only a check at later positions sees it;
+# the visible one (Δ ≈ 0 must keep the state) does — tests/weeks/test_w06_mamba.py runs it alone on this mistake
+replace dA = torch.exp(delta[:, :, t, None] * A) => dA = torch.exp(A)
+
+# %% mutant name=state_not_carried cell=selective_scan fails=test_selective_scan
+# the state restarts at every position (x_t = B̄_t u_t): position 0 is right again
+replace x = dA * x + dBu => x = dBu
+
 # %% variant name=einsum_variant cell=selective_scan
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
     dt = F.softplus(delta if delta_bias is None else delta + delta_bias.unsqueeze(-1))
@@ -149,6 +158,33 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
     y = torch.stack(outs, dim=2)
     y = y if D is None else y + u * D.view(1, -1, 1)
     y = y if z is None else y * z * torch.sigmoid(z)
+    return y, state
+
+# %% variant name=scan_via_cumulative_logs_variant cell=selective_scan
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None):
+    # vectorised over positions inside chunks of 8: within a chunk the state is a cumulative sum weighted by
+    # exp(cumulative ΔA) ratios; the chunk's last state carries to the next chunk
+    if delta_bias is not None:
+        delta = delta + delta_bias.reshape(1, -1, 1)
+    dt = torch.nn.functional.softplus(delta).permute(0, 2, 1)  # (b, L, d)
+    logA = dt[..., None] * A  # (b, L, d, n), log of Abar_t
+    dBu = dt[..., None] * B.permute(0, 2, 1)[:, :, None, :] * u.permute(0, 2, 1)[..., None]
+    state = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=dBu.dtype)
+    ys = []
+    for s0 in range(0, u.shape[2], 8):
+        la, bu = logA[:, s0:s0 + 8], dBu[:, s0:s0 + 8]
+        cum = torch.cumsum(la, 1)  # log of the product Abar_{s0} ... Abar_t
+        # x_t = P_t x_{s0-1} + sum_{k<=t} (P_t / P_k) bu_k with P_t = exp(cum_t)
+        ratio = torch.exp(cum[:, :, None] - cum[:, None, :])  # (b, t, k, d, n)
+        keep = torch.tril(torch.ones(la.shape[1], la.shape[1], dtype=torch.bool))[None, :, :, None, None]
+        xs = (torch.where(keep, ratio, 0.0) * bu[:, None]).sum(2) + torch.exp(cum) * state[:, None]
+        ys.append((xs * C.permute(0, 2, 1)[:, s0:s0 + 8, None, :]).sum(-1))
+        state = xs[:, -1]
+    y = torch.cat(ys, 1).permute(0, 2, 1)
+    if D is not None:
+        y = y + D[:, None] * u
+    if z is not None:
+        y = y * torch.nn.functional.silu(z)
     return y, state
 
 # %% mutant name=scan_looks_ahead cell=parallel_scan fails=test_parallel_scan
@@ -243,6 +279,25 @@ def mamba_mixer(x, sd):
                           C.transpose(1, 2), sd["D"], z.transpose(1, 2), sd["dt_proj.bias"])
     out = y.transpose(1, 2) @ sd["out_proj.weight"].T
     return out + sd["out_proj.bias"] if "out_proj.bias" in sd else out
+
+# %% variant name=mixer_like_transformers_float32_variant cell=mixer
+def mamba_mixer(x, sd):
+    # computed as transformers' MambaMixer does: A = -exp(A_log.float()), and B and the scan input cast to float32
+    # before the scan (so the result agrees with a float64 computation to ~1e-7, not 1e-12)
+    d, n = sd["A_log"].shape
+    rank = sd["dt_proj.weight"].shape[1]
+    xz = F.linear(x, sd["in_proj.weight"], sd.get("in_proj.bias")).transpose(1, 2)
+    h, gate = xz.chunk(2, dim=1)
+    conv = torch.nn.Conv1d(d, d, sd["conv1d.weight"].shape[-1], groups=d, padding=sd["conv1d.weight"].shape[-1] - 1,
+                           dtype=x.dtype)
+    conv.load_state_dict({"weight": sd["conv1d.weight"], "bias": sd["conv1d.bias"]})
+    h = F.silu(conv(h)[..., : x.shape[1]])
+    time_step, B, C = torch.split(F.linear(h.transpose(1, 2), sd["x_proj.weight"]), [rank, n, n], dim=-1)
+    time_step = sd["dt_proj.weight"] @ time_step.transpose(1, 2)
+    A = -torch.exp(sd["A_log"].float())
+    y, _ = selective_scan(h.float(), time_step, A, B.transpose(1, 2).float(), C.transpose(1, 2), sd["D"].float(),
+                          gate, sd["dt_proj.bias"].float())
+    return F.linear(y.to(x.dtype).transpose(1, 2), sd["out_proj.weight"], sd.get("out_proj.bias"))
 
 # %% mutant name=state_forgets_conv cell=memory fails=test_state_bytes
 delete """Conv + SSM state bytes of a Mamba model, all layers, `batch` sequences (independent of the context)."""
