@@ -10,7 +10,8 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,17 @@ RB_TILE = 64  # register-blocked matmul: a 64 x 64 tile of C per block ...
 RB_MICRO = 4  # ... 4 x 4 outputs per thread, so blocks of 16 x 16 threads
 RB_K = 16  # the K-slice staged in shared memory per step
 RB_THREADS = RB_TILE // RB_MICRO
+
+
+@contextmanager
+def small_grids_ok() -> Iterator[None]:
+    """Silence numba's "Grid size N will likely result in GPU under-utilization" for launches that are small on
+    purpose (the last passes of a reduction or scan); the warning about host arrays stays on."""
+    from numba.core.errors import NumbaPerformanceWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*under-utilization", category=NumbaPerformanceWarning)
+        yield
 
 
 def run_on_device(kernel: Any, griddim: Any, blockdim: Any, *args: Any) -> None:
