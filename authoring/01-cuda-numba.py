@@ -483,6 +483,9 @@ data = np.random.default_rng(8).integers(0, NBINS, 500).astype(np.int32)
 bins = np.zeros(NBINS, np.int32)
 rep = launch(hist_global, blocks_for(500, 128), 128, data, bins)
 check_close(bins, np.bincount(data, minlength=NBINS), name="hist_global counts")
+got = sorted({s.kind for s in rep.global_stats if s.array == "bins"})
+check_property(got == ["atomic"], f"hist_global touches bins with {got}: a read-modify-write by many threads at "
+               "once loses updates on a GPU, even where the simulator's counts look right")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w01_cuda_numba as ref
 
@@ -685,6 +688,9 @@ rep = launch(embedding_backward, (blocks_for(24, 32), blocks_for(len(ids), 4)), 
 want = np.zeros((11, 24))
 np.add.at(want, ids, grad_out)
 check_close(grad_w, want, rtol=1e-12, atol=1e-12, name="embedding_backward (token 3 appears three times)")
+got = sorted({s.kind for s in rep.global_stats if s.array == "grad_weight"})
+check_property(got == ["atomic"], f"embedding_backward touches grad_weight with {got}: rows of repeated tokens are "
+               "updated by several threads at once")
 ### BEGIN HIDDEN TESTS
 import torch
 
