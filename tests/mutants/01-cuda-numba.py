@@ -231,3 +231,118 @@ replace <<<
 def decode_seconds(model_bytes, device_bytes, device_bw, link_bw):
     spill = max(model_bytes - device_bytes, 0)
     return (model_bytes - spill) / device_bw + spill / link_bw
+
+# ---- correct answers written differently (#14.6): each must score full marks ----
+
+# %% variant name=saxpy_explicit_index_early_return_variant cell=saxpy
+@cuda.jit
+def saxpy(a, x, y, out):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= x.shape[0]:
+        return
+    out[i] = a * x[i] + y[i]
+
+# %% variant name=gridstride_while_loop_variant cell=saxpy_gridstride
+@cuda.jit
+def saxpy_gridstride(a, x, y, out):
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    step = cuda.blockDim.x * cuda.gridDim.x
+    while i < x.shape[0]:
+        out[i] = a * x[i] + y[i]
+        i += step
+
+# %% variant name=strided_copy_gridstride_variant cell=strided_copy
+@cuda.jit
+def strided_copy(a, out, stride):
+    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        out[i] = a[stride * i]
+
+# %% variant name=efficiency_closed_form_variant cell=warp_efficiency
+def warp_efficiency(stride, itemsize):
+    gap = stride * itemsize  # bytes between neighbouring lanes; aligned elements never straddle a sector
+    touched = 32 if gap >= 32 else (31 * gap) // 32 + 1
+    needed = math.ceil(32 * itemsize / 32)
+    return needed / touched
+
+# %% variant name=naive_transpose_manual_indices_variant cell=transpose_naive
+@cuda.jit
+def transpose_naive(a, out):
+    col = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    row = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+    if row >= a.shape[0] or col >= a.shape[1]:
+        return
+    out[col, row] = a[row, col]
+
+# %% variant name=tiled_transpose_transposes_on_the_way_in_variant cell=transpose_tiled
+@cuda.jit
+def transpose_tiled(a, out):
+    tile = cuda.shared.array((TILE, TILE_PAD), float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    bx = cuda.blockIdx.x * TILE
+    by = cuda.blockIdx.y * TILE
+    j = 0
+    while j < TILE:
+        if by + ty + j < a.shape[0] and bx + tx < a.shape[1]:
+            tile[tx, ty + j] = a[by + ty + j, bx + tx]  # a column of the padded tile: banks (33 tx + r) % 32
+        j += ROWS
+    cuda.syncthreads()
+    j = 0
+    while j < TILE:
+        if bx + ty + j < out.shape[0] and by + tx < out.shape[1]:
+            out[bx + ty + j, by + tx] = tile[ty + j, tx]
+        j += ROWS
+
+# %% variant name=histogram_gridstride_variant cell=hist_global
+@cuda.jit
+def hist_global(data, bins):
+    i = cuda.grid(1)
+    while i < data.shape[0]:
+        cuda.atomic.add(bins, data[i], 1)
+        i += cuda.gridsize(1)
+
+# %% variant name=matmul_tile_count_and_transposed_b_tile_variant cell=matmul_tiled
+@cuda.jit
+def matmul_tiled(A, B, C):
+    a_tile = cuda.shared.array((MM_TILE, MM_TILE), float32)
+    b_tile = cuda.shared.array((MM_TILE, MM_TILE), float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    i = cuda.blockIdx.y * cuda.blockDim.y + ty
+    j = cuda.blockIdx.x * cuda.blockDim.x + tx
+    total = float32(0.0)
+    for t in range((A.shape[1] + MM_TILE - 1) // MM_TILE):
+        k = t * MM_TILE
+        if i < A.shape[0] and k + tx < A.shape[1]:
+            a_tile[ty, tx] = A[i, k + tx]
+        else:
+            a_tile[ty, tx] = 0.0
+        if k + ty < B.shape[0] and j < B.shape[1]:
+            b_tile[tx, ty] = B[k + ty, j]  # stored transposed
+        else:
+            b_tile[tx, ty] = 0.0
+        cuda.syncthreads()
+        for kk in range(MM_TILE):
+            total += a_tile[ty, kk] * b_tile[tx, kk]
+        cuda.syncthreads()
+    if i < C.shape[0] and j < C.shape[1]:
+        C[i, j] = total
+
+# %% variant name=embedding_gridstride_2d_variant cell=embedding
+@cuda.jit
+def embedding_forward(weight, ids, out):
+    x0, t0 = cuda.grid(2)
+    sx, st = cuda.gridsize(2)
+    for t in range(t0, ids.shape[0], st):
+        row = ids[t]
+        for j in range(x0, out.shape[1], sx):
+            out[t, j] = weight[row, j]
+
+
+@cuda.jit
+def embedding_backward(grad_out, ids, grad_weight):
+    j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    t = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+    if t >= ids.shape[0] or j >= grad_weight.shape[1]:
+        return
+    row = ids[t]
+    cuda.atomic.add(grad_weight, (row, j), grad_out[t, j])

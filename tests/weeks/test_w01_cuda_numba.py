@@ -149,5 +149,101 @@ def test_benchmark_script_tiny(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     for needle in ("| kernel |", "coalesced copy", "stride-33 copy", "tiled transpose", "privatised histogram",
-                   "tiled matmul", "cuBLAS", "python benchmarks/cuda_numba.py"):
+                   "tiled matmul", "register-blocked matmul", "cuBLAS", "python benchmarks/cuda_numba.py"):
         assert needle in text, needle
+
+
+# ---- the GPU path of the notebook's launch, exercised on a CPU --------------------------------------------
+
+
+def test_launch_on_the_gpu_path_traces_in_a_child_process_like_the_grader():
+    """``simulating=False`` is the Spark's branch: the trace comes from a child simulator process (from the kernel's
+    source), the values from "the device" (here the simulator again, through explicit to_device/copy_to_host)."""
+    from sparkcourse.labs import w01_cuda_numba as lab
+
+    a = RNG.random((37, 29)).astype(np.float32)
+    out = np.zeros((29, 37), np.float32)
+    grid, block = ref.transpose_grid(a.shape)
+    child = lab.launch(ref.transpose_tiled, grid, block, a, out, simulating=False)
+    np.testing.assert_array_equal(out, a.T)  # results copied back into the caller's numpy array
+    here = trace(ref.transpose_tiled, grid, block, a, np.zeros_like(out))
+    assert child.to_dict() == here.to_dict()
+    assert child.shared_stats and child.bank_conflicts == 0 and child.races == []
+    # a view keeps its offset into the allocation it belongs to, so sector counts match too
+    src = np.arange(40 * 34, dtype=np.float32)
+    view = src[3:]
+    got = np.zeros(40, np.float32)
+    child = lab.launch(ref.strided_copy, 2, 32, view, got, 33, simulating=False)
+    np.testing.assert_array_equal(got, view[::33][:40])
+    assert child.to_dict() == trace(ref.strided_copy, 2, 32, view, np.zeros(40, np.float32), 33).to_dict()
+
+
+def test_simtrace_sends_device_functions_and_reports_the_simulators_errors(tmp_path):
+    from numba import cuda
+
+    from sparkcourse.simtrace import SimTraceError, trace_in_simulator
+
+    module = tmp_path / "w01_student_kernels.py"
+    module.write_text(
+        "from numba import cuda\n"
+        "SCALE = 3.0\n\n"
+        "@cuda.jit(device=True)\n"
+        "def triple(v):\n"
+        "    return SCALE * v\n\n"
+        "@cuda.jit\n"
+        "def apply(x, out):\n"
+        "    i = cuda.grid(1)\n"
+        "    if i < out.size:\n"
+        "        out[i] = triple(x[i])\n\n"
+        "@cuda.jit\n"
+        "def unguarded(x, out):\n"
+        "    out[cuda.grid(1)] = x[cuda.grid(1)]\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import w01_student_kernels as student
+    finally:
+        sys.path.remove(str(tmp_path))
+    x = np.arange(50.0)
+    report = trace_in_simulator(student.apply, 2, 32, x, np.zeros(50))
+    assert report.to_dict() == trace(student.apply, 2, 32, x, np.zeros(50)).to_dict()
+    with pytest.raises(SimTraceError, match="IndexError"):  # a GPU would write past the end silently
+        trace_in_simulator(student.unguarded, 2, 32, x, np.zeros(50))
+    with pytest.raises(SimTraceError, match="more than"):
+        trace_in_simulator(student.apply, 2, 32, x, np.zeros(50), timeout=0.05)
+    scope: dict = {"cuda": cuda}
+    exec("def made_by_exec(x):\n    x[0] = 1\n", scope)  # no source file to recover
+    with pytest.raises(SimTraceError, match="cannot recover the source"):
+        trace_in_simulator(cuda.jit(scope["made_by_exec"]), 1, 1, np.zeros(1))
+
+
+def test_register_blocked_matmul_matches_numpy_in_one_block():
+    from sparkcourse.labs import w01_cuda_numba as lab
+
+    A = RNG.standard_normal((40, 19)).astype(np.float32)
+    B = RNG.standard_normal((19, 37)).astype(np.float32)
+    C = np.zeros((40, 37), np.float32)
+    grid, block = lab.regblock_grid(40, 37)
+    assert grid == (1, 1) and block == (16, 16)
+    lab.matmul_regblock[grid, block](A, B, C)
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B.astype(np.float64), rtol=1e-4, atol=1e-4)
+
+
+def _visible_cell(grade_id: str) -> str:
+    from sparkcourse.grader.authoring import NOTEBOOK_KINDS, split_blocks, strip_hidden
+
+    text = (ROOT / "authoring" / "01-cuda-numba.py").read_text()
+    (block,) = [b for b in split_blocks(text, NOTEBOOK_KINDS, default_kind="code") if b.opts.get("id") == grade_id]
+    return strip_hidden(block.text)
+
+
+def test_visible_warp_efficiency_test_catches_one_over_stride_and_passes_the_reference():
+    import math
+
+    from sparkcourse.testing import CheckFailed, check_number, check_property
+
+    cell = _visible_cell("test_warp_efficiency")
+    base = {"math": math, "np": np, "check_number": check_number, "check_property": check_property}
+    exec(cell, {**base, "warp_efficiency": ref.warp_efficiency})
+    with pytest.raises(CheckFailed, match="wider stride"):
+        exec(cell, {**base, "warp_efficiency": lambda stride, itemsize: 1.0 / stride})
