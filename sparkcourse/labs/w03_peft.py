@@ -140,8 +140,8 @@ def sft_train(
     """One SFTTrainer run: the trained model, [(step, loss)], wall-clock and CPU seconds of ``train()``.
 
     ``lora_kwargs`` None is full fine-tuning (the model is trained in place); otherwise they go to PEFT's
-    ``LoraConfig`` on all linear layers. ``overrides`` go to ``SFTConfig``; ``print_logs`` keeps the
-    Trainer's printed log lines (off: the losses are still returned). On a shared machine the CPU seconds are
+    ``LoraConfig``, on all linear layers unless they name ``target_modules``. ``overrides`` go to
+    ``SFTConfig``; ``print_logs`` keeps the Trainer's printed log lines (off: the losses are still returned). On a shared machine the CPU seconds are
     the steadier cost measure: wall-clock time also counts the time the process waited for a core. On a GPU the
     run is also timed with CUDA events and its peak memory measured (the peak statistics are reset first).
     ``eval_data`` (prompt/completion rows): ``trainer.evaluate()`` before and after training, on the completion
@@ -155,9 +155,8 @@ def sft_train(
     peft_config = (
         None
         if lora_kwargs is None
-        else peft.LoraConfig(
-            target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM", **lora_kwargs
-        )
+        else peft.LoraConfig(**(dict(target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+                                | dict(lora_kwargs)))
     )
     trainer = SFTTrainer(
         model=model,
