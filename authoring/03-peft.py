@@ -997,10 +997,12 @@ else:
 # **Reading the 8B table.** The planner counts every parameter at 4.127 bits for QLoRA, but bitsandbytes leaves the
 # embeddings and the output head (2 × 128,256 × 4,096 = 1.05B parameters of Llama-3-8B) and the norms in BF16:
 # the measured weights come out above the plan. The peak adds activations (kept small by checkpointing), the
-# logits of a batch (4 × 1,024 tokens × 128,256 entries) and the library's workspace. DoRA's peak is about twice
-# LoRA's in the H200 measurement above: every adapted layer builds its full `[out, in]` weight $W_0 + sBA$ to take
-# its row norms — the cost you saw in section 2, now in gigabytes. With a stand-in the held-out losses mean nothing;
-# with the real model the drop from "before" to "after" is what fine-tuning bought on rows it never saw.
+# logits of a batch (4 × 1,024 tokens × 128,256 entries) and the library's workspace. DoRA's peak was about twice
+# LoRA's in the H200 measurement above (32.8 against 16.9 GB). Its forward builds the full `[out, in]` matrix
+# $W_0 + sBA$ of every adapted layer to take its row norms (PEFT's `tuners/lora/dora.py`), temporary memory and
+# traffic that LoRA's two thin matmuls avoid — the cost you saw in section 2; your table shows whether it is the
+# same on your machine. With a stand-in the held-out losses mean nothing; with the real model the drop from
+# "before" to "after" is what fine-tuning bought on rows it never saw.
 
 # %% markdown
 # ## Wrap-up
