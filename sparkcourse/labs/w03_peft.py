@@ -4,6 +4,9 @@ The model is ``sparkcourse.models.load_tiny_lm()``; the training rows are the in
 pre-trained on (``datasets_course.HELD_OUT_TASKS``), and the metric is the exact match of the greedy answer on
 a fixed sample of their test rows. ``run_sft_experiment`` is what the notebook (section 5) and
 ``benchmarks/sft_tiny.py`` call; ``sft_train`` is one ``SFTTrainer`` run, also used with an 8B model on a Spark.
+In the ``spark`` profile the notebook runs the same experiment on a hub model (``SPARK_SFT_MODEL``, loaded by
+``hub_loader``) on the GPU, with ``SPARK_METHODS``; every run then also reports CUDA-event seconds, the peak of
+``torch.cuda.max_memory_allocated`` and how much of the unified pool (/proc/meminfo) training took.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from sparkcourse import datasets_course, models
+from sparkcourse import datasets_course, gpu, models
+
+Loader = Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,15 @@ METHODS: dict[str, Method] = {
     "lora": Method(lr=3e-3, lora=dict(r=8, lora_alpha=16)),
     "dora": Method(lr=3e-3, lora=dict(r=8, lora_alpha=16, use_dora=True)),
     "lora+neftune": Method(lr=3e-3, lora=dict(r=8, lora_alpha=16), neftune=5.0),
+}
+# The spark profile's run: a 1.5B instruct model on the GPU. Learning rates follow the usual recipe (LoRA about
+# 10x full fine-tuning: Schulman et al., "LoRA Without Regret", Thinking Machines Lab, 2025); not swept here.
+SPARK_SFT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+SPARK_METHODS: dict[str, Method] = {
+    "full": Method(lr=1e-5),
+    "lora": Method(lr=1e-4, lora=dict(r=16, lora_alpha=32)),
+    "dora": Method(lr=1e-4, lora=dict(r=16, lora_alpha=32, use_dora=True)),
+    "lora+neftune": Method(lr=1e-4, lora=dict(r=16, lora_alpha=32), neftune=5.0),
 }
 BASE = "base (no fine-tuning)"
 BATCH_SIZE = 32
@@ -72,12 +86,40 @@ def sft_data(
 
 @dataclass
 class SFTResult:
-    """One training run: the trained model, its logged losses, wall-clock and CPU seconds of ``train()``."""
+    """One training run: the trained model, its logged losses, wall-clock and CPU seconds of ``train()``.
+
+    On a GPU also: ``gpu_seconds`` (CUDA events around ``train()``) and ``peak_gpu_bytes``
+    (``torch.cuda.max_memory_allocated`` during ``train()``: weights, adapters, optimizer state, activations).
+    ``available_low``: the lowest /proc/meminfo MemAvailable seen at a step's end (the pool a Spark's GPU
+    shares). ``eval_before``/``eval_after``: the loss on ``eval_data`` before and after training, if given.
+    """
 
     model: PreTrainedModel
     losses: list[tuple[int, float]]
     seconds: float
     cpu_seconds: float
+    gpu_seconds: float | None = None
+    peak_gpu_bytes: int | None = None
+    available_low: int | None = None
+    eval_before: float | None = None
+    eval_after: float | None = None
+
+
+class PoolWatch(TrainerCallback):
+    """Remembers the lowest MemAvailable of /proc/meminfo at the end of each step (unified memory's use)."""
+
+    def __init__(self) -> None:
+        self.low = gpu.meminfo_bytes("MemAvailable")
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102 - TrainerCallback's hook
+        now = gpu.meminfo_bytes("MemAvailable")
+        if now is not None and (self.low is None or now < self.low):
+            self.low = now
+
+
+def on_cuda(model: torch.nn.Module) -> bool:
+    """True when the model's parameters live on a CUDA device."""
+    return any(p.is_cuda for p in model.parameters())
 
 
 def sft_train(
@@ -92,14 +134,18 @@ def sft_train(
     seed: int = 0,
     out: str | None = None,
     print_logs: bool = False,
+    eval_data: datasets.Dataset | None = None,
     **overrides: Any,
 ) -> SFTResult:
     """One SFTTrainer run: the trained model, [(step, loss)], wall-clock and CPU seconds of ``train()``.
 
     ``lora_kwargs`` None is full fine-tuning (the model is trained in place); otherwise they go to PEFT's
-    ``LoraConfig`` on all linear layers. ``overrides`` go to ``SFTConfig``; ``print_logs`` keeps the
-    Trainer's printed log lines (off: the losses are still returned). On a shared machine the CPU seconds are
-    the steadier cost measure: wall-clock time also counts the time the process waited for a core.
+    ``LoraConfig``, on all linear layers unless they name ``target_modules``. ``overrides`` go to
+    ``SFTConfig``; ``print_logs`` keeps the Trainer's printed log lines (off: the losses are still returned). On a shared machine the CPU seconds are
+    the steadier cost measure: wall-clock time also counts the time the process waited for a core. On a GPU the
+    run is also timed with CUDA events and its peak memory measured (the peak statistics are reset first).
+    ``eval_data`` (prompt/completion rows): ``trainer.evaluate()`` before and after training, on the completion
+    tokens, as ``eval_before``/``eval_after``.
     """
     import peft
     from transformers.trainer_callback import PrinterCallback
@@ -109,20 +155,40 @@ def sft_train(
     peft_config = (
         None
         if lora_kwargs is None
-        else peft.LoraConfig(
-            target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM", **lora_kwargs
-        )
+        else peft.LoraConfig(**(dict(target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+                                | dict(lora_kwargs)))
     )
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=peft_config
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=eval_data,
+        processing_class=tokenizer,
+        peft_config=peft_config,
     )
     if not print_logs:
         trainer.remove_callback(PrinterCallback)
+    watch = PoolWatch()
+    trainer.add_callback(watch)
+    eval_before = float(trainer.evaluate()["eval_loss"]) if eval_data is not None else None
+    cuda = on_cuda(trainer.model)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
+    if cuda:
+        end.record()
+        end.synchronize()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    gpu_seconds = start.elapsed_time(end) / 1e3 if cuda else None
+    peak = torch.cuda.max_memory_allocated() if cuda else None
+    eval_after = float(trainer.evaluate()["eval_loss"]) if eval_data is not None else None
     losses = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
-    return SFTResult(trainer.model, losses, seconds, cpu_seconds)
+    return SFTResult(trainer.model, losses, seconds, cpu_seconds, gpu_seconds, peak, watch.low, eval_before,
+                     eval_after)
 
 
 def sft_config(output_dir: str, steps: int, lr: float, neftune: float | None = None, seed: int = 0,
@@ -182,16 +248,22 @@ def run_sft_experiment(
     logging_steps: int = 10,
     base: bool = True,
     verbose: bool = False,
+    load: Loader | None = None,
     **overrides: Any,
 ) -> dict[str, dict[str, Any]]:
     """Fine-tune a fresh tiny course model with each method; score exact match on the held-out test rows.
 
     ``methods``: names from ``METHODS`` or a ``{name: Method}`` mapping. Returns ``{name: {"em", "em_by_task",
-    "losses", "seconds", "cpu_seconds", "trainable"}}`` with ``losses`` a list of (step, loss) and the seconds
-    those of ``train()``; with ``base`` the first entry (``BASE``) is the model before fine-tuning (no losses,
-    0 s, 0 trainable). ``seed`` sets the LoRA initialisation and the order of the training rows; the test rows
-    are the same for every seed. ``overrides`` go to ``SFTConfig``.
+    "losses", "seconds", "cpu_seconds", "trainable", "gpu_seconds", "peak_gpu_bytes", "pool_used_bytes"}}``
+    with ``losses`` a list of (step, loss) and the seconds those of ``train()``; the GPU entries are None on a
+    CPU; ``pool_used_bytes`` is MemAvailable before the model was loaded minus its lowest value while training
+    (what the run took from a unified pool; None where /proc/meminfo is unreadable). With ``base`` the first
+    entry (``BASE``) is the model before fine-tuning (no losses, 0 s, 0 trainable). ``seed`` sets the LoRA
+    initialisation and the order of the training rows; the test rows are the same for every seed. ``load``
+    returns a fresh ``(model, tokenizer)`` per method (default: the tiny course model; ``hub_loader`` for a hub
+    model on the GPU). ``overrides`` go to ``SFTConfig``.
     """
+    load = load or models.load_tiny_lm
     if not isinstance(methods, Mapping):
         methods = {name: METHODS[name] for name in methods}
     train, test = sft_data(eval_rows, train_rows)
@@ -199,12 +271,16 @@ def run_sft_experiment(
         print(f"tasks {datasets_course.HELD_OUT_TASKS}: {len(train)} training rows, {len(test)} test rows")
     results: dict[str, dict[str, Any]] = {}
     if base:
-        model0, tok = models.load_tiny_lm()
+        model0, tok = load()
         em, by_task = score(model0, tok, test)
-        results[BASE] = dict(em=em, em_by_task=by_task, losses=[], seconds=0.0, cpu_seconds=0.0, trainable=0)
+        results[BASE] = dict(em=em, em_by_task=by_task, losses=[], seconds=0.0, cpu_seconds=0.0, trainable=0,
+                             gpu_seconds=None, peak_gpu_bytes=None, pool_used_bytes=None)
+        del model0
+        free_memory()
     for name, m in methods.items():
         torch.manual_seed(seed)  # PEFT initialises lora_A from torch's global generator
-        model, tok = models.load_tiny_lm()
+        available0 = gpu.meminfo_bytes("MemAvailable")
+        model, tok = load()
         model.train()
         run = sft_train(
             name,
@@ -220,6 +296,7 @@ def run_sft_experiment(
             **(dict(m.extra) | overrides),
         )
         em, by_task = score(run.model, tok, test)
+        pool_used = (available0 - run.available_low) if None not in (available0, run.available_low) else None
         results[name] = dict(
             em=em,
             em_by_task=by_task,
@@ -227,29 +304,75 @@ def run_sft_experiment(
             seconds=run.seconds,
             cpu_seconds=run.cpu_seconds,
             trainable=trainable_params(run.model),
+            gpu_seconds=run.gpu_seconds,
+            peak_gpu_bytes=run.peak_gpu_bytes,
+            pool_used_bytes=pool_used,
         )
         if verbose:
-            print(
-                f"{name:14s} seed {seed}: {run.seconds:.1f} s ({run.cpu_seconds:.1f} s CPU), "
-                f"exact match {em:.3f}"
-            )
+            where = (f"{run.gpu_seconds:.1f} s on the GPU (CUDA events), peak {run.peak_gpu_bytes / 1e9:.2f} GB"
+                     if run.gpu_seconds is not None else f"{run.cpu_seconds:.1f} s CPU")
+            print(f"{name:14s} seed {seed}: {run.seconds:.1f} s ({where}), exact match {em:.3f}")
+        del model, run
+        free_memory()
     return results
 
 
+def free_memory() -> None:
+    """Give back what dropped models left: ``gc.collect()`` (reference cycles) and, on a GPU, the cached blocks."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def hub_loader(model_id: str = SPARK_SFT_MODEL, device: str = "cuda", dtype: torch.dtype = torch.float32,
+               echo: bool = True) -> Loader:
+    """A ``load`` for ``run_sft_experiment``: ``sparkcourse.hub.causal_lm`` (the real model, or a labelled
+    stand-in with ``SPARKCOURSE_STANDIN=1``); prints its label once. Raises ``hub.Unavailable`` if it cannot be
+    had. Float32 weights: full fine-tuning then keeps FP32 master weights and trains under BF16 autocast."""
+    from sparkcourse import hub
+
+    said: list[str] = []
+
+    def load() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        model, tok, label = hub.causal_lm(model_id, dtype=dtype, device=device)
+        if echo and not said:
+            print(label)
+            said.append(label)
+        return model, tok
+
+    return load
+
+
 def results_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """One run's results as text: trainable parameters, exact match (all, per task), loss, wall and CPU s."""
+    """One run's results as text: trainable parameters, exact match (all, per task), loss, wall and CPU s;
+    on a GPU also CUDA-event seconds, peak allocated GB and (unified memory) GB taken from the pool."""
     tasks = list(next(iter(results.values()))["em_by_task"])
+    on_gpu = any(r.get("gpu_seconds") is not None for r in results.values())
+    unified = on_gpu and gpu.detect().unified
     head = "".join(f" {t[:15]:>15s}" for t in tasks)
+    extra = f" {'GPU s':>7s} {'peak GB':>8s}" if on_gpu else ""
+    extra += f" {'pool GB':>8s}" if unified else ""
     lines = [
         f"{'method':22s} {'trainable':>10s} {'exact match':>12s}{head} {'final loss':>11s} "
-        f"{'seconds':>8s} {'CPU s':>6s}"
+        f"{'seconds':>8s} {'CPU s':>6s}{extra}"
     ]
+
+    def num(value: float | None, scale: float, width: int, digits: int) -> str:
+        return f" {'-':>{width}s}" if value is None else f" {value / scale:{width}.{digits}f}"
+
     for name, r in results.items():
         last = f"{r['losses'][-1][1]:.3f}" if r["losses"] else "-"
         per_task = "".join(f" {r['em_by_task'][t]:15.3f}" for t in tasks)
+        more = ""
+        if on_gpu:
+            more = num(r.get("gpu_seconds"), 1, 7, 1) + num(r.get("peak_gpu_bytes"), 1e9, 8, 2)
+        if unified:
+            more += num(r.get("pool_used_bytes"), 1e9, 8, 2)
         lines.append(
             f"{name:22s} {r['trainable']:10,d} {r['em']:12.3f}{per_task} {last:>11s} "
-            f"{r['seconds']:8.1f} {r['cpu_seconds']:6.1f}"
+            f"{r['seconds']:8.1f} {r['cpu_seconds']:6.1f}{more}"
         )
     return "\n".join(lines)
 

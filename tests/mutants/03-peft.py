@@ -276,3 +276,28 @@ def nf4_weight_bytes(layer):
 def qlora_linear(linear, r, alpha):
     adapted = LoRALinear(to_nf4(linear), r, alpha)
     return adapted
+
+# The classic NF4 counting slips: each is caught by the visible small-layer count (206 bytes for 64x6), which the
+# 1024x1024 bits-per-weight check alone lets through (4 bytes in 2^19 is below its tolerance).
+# %% mutant name=nf4_bytes_without_offset cell=qlora fails=test_nf4_memory
+delete """A frozen NF4 Linear4bit with linear's weights, safe to train through on any CPU."""
+replace tensors += [qs.state2.absmax, qs.offset] => tensors += [qs.state2.absmax]  # the offset "is only a scalar"
+delete """Bytes of the packed codes, the block absmax and (double quant) the second-level statistics."""
+delete """LoRA adapters (float32) around an NF4 copy of linear."""
+
+# %% mutant name=nf4_bytes_without_second_level cell=qlora fails=test_nf4_memory
+delete """A frozen NF4 Linear4bit with linear's weights, safe to train through on any CPU."""
+delete if qs.nested:
+delete tensors += [qs.state2.absmax, qs.offset]
+delete """Bytes of the packed codes, the block absmax and (double quant) the second-level statistics."""
+delete """LoRA adapters (float32) around an NF4 copy of linear."""
+
+# %% mutant name=nf4_bytes_absmax_as_float32 cell=qlora fails=test_nf4_memory
+delete """A frozen NF4 Linear4bit with linear's weights, safe to train through on any CPU."""
+replace <<<
+    return sum(t.numel() * t.element_size() for t in tensors)
+===
+    return sum(t.numel() * t.element_size() for t in tensors) + 3 * qs.absmax.numel()  # absmax "is float32"
+>>>
+delete """Bytes of the packed codes, the block absmax and (double quant) the second-level statistics."""
+delete """LoRA adapters (float32) around an NF4 copy of linear."""

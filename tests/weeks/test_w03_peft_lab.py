@@ -39,12 +39,22 @@ def _peft_trainable(method: sft_lab.Method) -> int:
 
 @pytest.mark.slow
 def test_run_sft_experiment_structure_and_counts():
+    loads = []
+
+    def load():  # a loader like the spark profile's hub_loader: one fresh model per call
+        loads.append(1)
+        return models.load_tiny_lm()
+
     results = sft_lab.run_sft_experiment(
-        ["lora", "full"], steps=2, seed=0, eval_rows=4, train_rows=64, logging_steps=1
+        ["lora", "full"], steps=2, seed=0, eval_rows=4, train_rows=64, logging_steps=1, load=load
     )
-    assert list(results) == [sft_lab.BASE, "lora", "full"]
+    assert list(results) == [sft_lab.BASE, "lora", "full"] and len(loads) == 3
+    keys = {"em", "em_by_task", "losses", "seconds", "cpu_seconds", "trainable", "gpu_seconds", "peak_gpu_bytes",
+            "pool_used_bytes"}
     for name, r in results.items():
-        assert set(r) == {"em", "em_by_task", "losses", "seconds", "cpu_seconds", "trainable"}, name
+        assert set(r) == keys, name
+        assert r["gpu_seconds"] is None and r["peak_gpu_bytes"] is None  # a CPU run: no GPU figures
+        assert r["pool_used_bytes"] is None or isinstance(r["pool_used_bytes"], int)
         assert 0.0 <= r["em"] <= 1.0 and r["seconds"] >= 0.0 and r["cpu_seconds"] >= 0.0
         assert set(r["em_by_task"]) <= set(datasets_course.HELD_OUT_TASKS) and r["em_by_task"]
         assert all(0.0 <= v <= 1.0 for v in r["em_by_task"].values())
@@ -80,6 +90,32 @@ def test_dora_adds_one_magnitude_per_output_row():
     model, _ = models.load_tiny_lm()
     linear = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in n]
     assert dora - lora == sum(m.out_features for m in linear)
+
+
+def test_hub_loader_prints_its_label_once(monkeypatch, capsys):
+    from sparkcourse import hub
+
+    calls = []
+
+    def fake_causal_lm(model_id, dtype=None, device=None, **kw):
+        calls.append((model_id, dtype, device))
+        return "model", "tokenizer", f"stand-in: {model_id} architecture"
+
+    monkeypatch.setattr(hub, "causal_lm", fake_causal_lm)
+    load = sft_lab.hub_loader("org/name", device="cuda")
+    assert load() == ("model", "tokenizer") and load() == ("model", "tokenizer")
+    assert calls == [("org/name", torch.float32, "cuda")] * 2
+    assert capsys.readouterr().out.count("stand-in: org/name architecture") == 1
+
+
+def test_sft_train_evaluates_before_and_after(tmp_path):
+    model, tok = models.load_tiny_lm()
+    train, test = sft_lab.sft_data(eval_rows=8, train_rows=32)
+    run = sft_lab.sft_train("e", model, tok, train, 2, 3e-3, dict(r=2, lora_alpha=4), out=str(tmp_path),
+                            eval_data=test, per_device_train_batch_size=8, per_device_eval_batch_size=8)
+    assert run.eval_before is not None and run.eval_after is not None
+    assert math.isfinite(run.eval_before) and math.isfinite(run.eval_after) and run.eval_before > 0
+    assert run.gpu_seconds is None and run.peak_gpu_bytes is None
 
 
 def test_mean_losses():
