@@ -6,7 +6,7 @@ Two measurements, shared by the notebook (section 7) and ``benchmarks/preference
   gradients, AdamW state, reference weights, activations saved for backward) and its time, with a frozen
   reference model (DPO) or without one (SimPO/ORPO).
 - :func:`run_method` trains the tiny course chat model with ``DPOTrainer``, ``CPOTrainer`` (SimPO),
-  ``ORPOTrainer`` or ``KTOTrainer`` on verifiable preference pairs (right vs wrong sums) and measures reward
+  ``ORPOTrainer`` or ``KTOTrainer`` on verifiable preference pairs (right vs wrong sums) and measures ranking
   accuracy and exact match on held-out pairs.
 
 Every function that scores sequences takes the sequence log-probability as ``logps`` (the signature of week 04's
@@ -34,9 +34,9 @@ METHODS = ("DPO", "SimPO", "ORPO", "KTO")
 REFERENCE_METHODS = ("DPO", "KTO")  # trainers that keep a frozen reference copy of the model
 MEMORY_KEYS = ("policy weights", "gradients", "AdamW state", "reference weights", "activations")
 
-# Per-method TRL settings used by run_method, chosen by a small sweep on the held-out wording (seed 0,
-# 150 steps; benchmarks/preference_tiny_cpu.md lists what was tried): KTO does not improve at the others'
-# learning rate.
+# Per-method TRL settings used by run_method: the learning rates chosen on the validation pairs (held-out wording,
+# seed 0, 150 steps) by benchmarks/preference_tiny.py, whose report lists every setting tried and its
+# validation score; the test pairs were scored once, with these.
 DEFAULT_LR = {"DPO": 5e-4, "SimPO": 5e-4, "ORPO": 5e-4, "KTO": 3e-4}
 DEFAULT_BETA = {"DPO": 0.1, "SimPO": 2.0, "ORPO": 0.1, "KTO": 0.1}
 
@@ -210,10 +210,15 @@ def plot_memory(ax: Any, results: dict[str, dict[str, float]]) -> None:
 
 
 WORDINGS = ("held-out", "pre-training")
+SPLITS = ("train", "validation", "test")
+VALIDATION_ROWS = 100  # the last 100 of the 400 shipped training pairs: settings are tuned on these, never on test
 
 
 def load_pairs(split: str, wording: str = "held-out", chat: bool = False, n: int | None = None) -> Any:
     """The course's sum preference pairs; ``wording="held-out"`` asks them as "Add 78 and 93." instead.
+
+    ``split``: "train" (the first 300 shipped training pairs), "validation" (the last 100: choose learning rates
+    and β on these) or "test" (the 100 shipped test pairs: report once, with the settings chosen on validation).
 
     The tiny LM was pre-trained on "What is 78 + 93?" and already answers held-out operand pairs in that
     wording perfectly, so those pairs are saturated. "Add a and b." is the instruction wording pre-training
@@ -224,7 +229,12 @@ def load_pairs(split: str, wording: str = "held-out", chat: bool = False, n: int
 
     if wording not in WORDINGS:
         raise ValueError(f"unknown wording {wording!r}; expected one of {WORDINGS}")
-    ds = load_preferences(split)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    ds = load_preferences("test" if split == "test" else "train")
+    if split != "test":
+        cut = len(ds) - VALIDATION_ROWS
+        ds = ds.select(range(cut) if split == "train" else range(cut, len(ds)))
     if n is not None:
         ds = ds.select(range(min(n, len(ds))))
     if wording == "held-out":
@@ -285,7 +295,9 @@ def to_kto(ds: Any, seed: int = 0) -> Any:
 
 @torch.no_grad()
 def preference_accuracy(model: Any, tokenizer: Any, ds: Any, *, logps: LogpsFn) -> float:
-    """Fraction of pairs whose chosen answer has the higher length-averaged log-prob (``logps``) under ``model``."""
+    """**Ranking accuracy**: fraction of pairs whose chosen answer has the higher length-averaged log-prob
+    (``logps``) under ``model``. Not TRL's ``rewards/accuracies``, which compares DPO's implicit rewards
+    β(log π − log π_ref) (summed log-probs, relative to the reference) on the training batches."""
     was_training = model.training
     model.eval()
     wins = 0
@@ -310,9 +322,9 @@ def chosen_exact_match(model: Any, tokenizer: Any, ds: Any, max_new_tokens: int 
 
 
 def evaluate(model: Any, tokenizer: Any, test: Any, *, logps: LogpsFn) -> dict[str, float]:
-    """Reward accuracy (scored with ``logps``) and exact match of ``model`` on plain-string preference rows."""
+    """Ranking accuracy (scored with ``logps``) and exact match of ``model`` on plain-string preference rows."""
     return {
-        "reward acc": preference_accuracy(model, tokenizer, test, logps=logps),
+        "ranking acc": preference_accuracy(model, tokenizer, test, logps=logps),
         "exact match": chosen_exact_match(model, tokenizer, test),
     }
 
@@ -376,7 +388,7 @@ def run_method(
     logps: LogpsFn,
     **kw: Any,
 ) -> dict[str, float]:
-    """Train a fresh tiny course LM with ``name``'s TRL trainer; reward accuracy, exact match, train seconds.
+    """Train a fresh tiny course LM with ``name``'s TRL trainer; ranking accuracy, exact match, train seconds.
 
     ``train``: conversational pairs (``load_preferences("train", chat=True)``); ``test``: plain-string pairs
     (:func:`load_pairs`). ``learning_rate``/``beta``: None for the method's default; ``kw`` go to the TRL
@@ -425,16 +437,16 @@ def compare_methods(
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
     """:func:`compare_methods`'s result as a fixed-width text table."""
-    lines = [f"{'method':20s} {'reward acc':>10s} {'exact match':>12s} {'train s':>8s}"]
+    lines = [f"{'method':20s} {'ranking acc':>11s} {'exact match':>12s} {'train s':>8s}"]
     for name, r in table.items():
-        lines.append(f"{name:20s} {r['reward acc']:10.2f} {r['exact match']:12.2f} {r['train s']:8.1f}")
+        lines.append(f"{name:20s} {r['ranking acc']:11.2f} {r['exact match']:12.2f} {r['train s']:8.1f}")
     return "\n".join(lines)
 
 
 def plot_table(ax: Any, table: dict[str, dict[str, float]]) -> None:
     """Reward accuracy and exact match bars per method on a matplotlib axis."""
     xs = range(len(table))
-    ax.bar([x - 0.2 for x in xs], [r["reward acc"] for r in table.values()], 0.4, label="reward accuracy")
+    ax.bar([x - 0.2 for x in xs], [r["ranking acc"] for r in table.values()], 0.4, label="ranking accuracy")
     ax.bar([x + 0.2 for x in xs], [r["exact match"] for r in table.values()], 0.4, label="exact match")
     ax.set_xticks(list(xs), list(table), fontsize=8)
     ax.set_ylim(0, 1.2)
