@@ -29,7 +29,6 @@
 # %% setup id=setup
 import math
 import os
-import time
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -98,6 +97,10 @@ check_number(sequence_logps(_logits, _ids, _mask)[0], -3 * math.log(4),
              name="summed log-prob of 3 completion tokens under uniform logits (prompt and padding masked?)")
 check_number(sequence_logps(_logits, _ids, _mask, average=True)[0], -math.log(4),
              name="length-averaged log-prob")
+_full = torch.tensor([[0, 0, 1, 1, 1, 1]])  # no padding: the completion runs to the last position (4 tokens)
+check_number(sequence_logps(_logits, _ids, _full)[0], -4 * math.log(4),
+             name="summed log-prob of a 4-token completion that ends at the last position (is your mask aligned "
+                  "with the shifted targets?)")
 _peaked = torch.full((1, 6, 4), -30.0, dtype=D)
 _peaked[0, torch.arange(5), _ids[0, 1:]] = 0.0  # position t puts all its mass on token t+1
 check_number(sequence_logps(_peaked, _ids, _mask)[0], 0.0, atol=1e-9,
@@ -161,7 +164,10 @@ else:
 # $$\mathcal{L}_\text{DPO} = -\log\sigma\Big(\beta\big[(\log\pi(y_w) - \log\pi_\text{ref}(y_w))
 #   - (\log\pi(y_l) - \log\pi_\text{ref}(y_l))\big]\Big),$$
 #
-# averaged over the batch, with **summed** sequence log-probs. The **implicit rewards**
+# averaged over the batch, with **summed** sequence log-probs. Compute $-\log\sigma(x)$ with `F.logsigmoid`
+# (or `F.softplus(-x)`), never as `torch.log(torch.sigmoid(x))`: for a margin below about −745 in float64 (−104
+# in float32) σ rounds to 0 and the log is −∞, and summed log-probs of long answers reach such margins. The
+# tests use extreme log-probs. The **implicit rewards**
 # $\beta(\log\pi - \log\pi_\text{ref})$ are what TRL logs as `rewards/chosen` and `rewards/rejected`; their
 # difference is `rewards/margins`, and the fraction of pairs where the chosen reward is larger is
 # `rewards/accuracies`. The reference model is **frozen**: it is evaluated under `torch.no_grad()` (or its
@@ -197,6 +203,10 @@ check_close(_cr, torch.zeros(4, dtype=D), atol=1e-12, name="chosen rewards when 
 _loss2, _cr2, _ = dpo_loss(_c + 0.1 * _cm, _r, _c, _r, _cm, _rm, beta=0.5)
 check_property(_loss2 < math.log(2), "raising the chosen log-probs must lower the DPO loss (check the sign)")
 check_close(_cr2, 0.5 * 0.1 * _cm.sum(-1), name="chosen rewards = beta * (summed log pi - summed log pi_ref)")
+_far, _, _ = dpo_loss(_c - 500 * _cm, _r, _c, _r, _cm, _rm, beta=2.0)  # chosen log-probs far below the reference
+check_property(bool(torch.isfinite(_far)) and float(_far) > 500,
+               "DPO loss must stay finite (and large) for a very negative margin: use F.logsigmoid, "
+               "not log(sigmoid(...))")
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
@@ -288,6 +298,14 @@ _loss, _cr, _rr = simpo_loss(_c, _c, _cm, _cm, beta=2.0, gamma=0.0)
 check_number(_loss, math.log(2), name="SimPO loss for identical chosen and rejected with gamma=0 (log 2)")
 _loss, _, _ = simpo_loss(_c, _c, _cm, _cm, beta=2.0, gamma=1.0)
 check_number(_loss, -math.log(1 / (1 + math.e)), name="SimPO loss for a tie with gamma=1: -log sigmoid(-1)")
+_tok = torch.full((1, 6), -0.7, dtype=D)  # the same log-prob per token; chosen 2 tokens long, rejected 5
+_short, _long = torch.tensor([[1, 1, 0, 0, 0, 0]], dtype=D), torch.tensor([[1, 1, 1, 1, 1, 0]], dtype=D)
+_loss, _, _ = simpo_loss(_tok, _tok, _short, _long, beta=2.0, gamma=1.0)
+check_number(_loss, -math.log(1 / (1 + math.e)),
+             name="SimPO loss when chosen and rejected have the same per-token log-prob but different lengths "
+                  "(a tie: SimPO length-averages)")
+_far, _, _ = simpo_loss(_c - 1000 * _cm, _c, _cm, _cm, beta=2.0, gamma=0.5)
+check_property(bool(torch.isfinite(_far)), "SimPO loss must stay finite for very negative log-probs (F.logsigmoid)")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w04_preference as _ref
 
@@ -384,7 +402,7 @@ for _lam in (0.1, 0.5):
 # %%
 xs = torch.tensor([-1e-3, -1e-8, -1e-12, -1e-17, -50.0], dtype=D)
 print("x        naive log(1-e^x)        stable")
-for x, naive, stable in zip(xs, torch.log(1 - torch.exp(xs)), log1mexp(xs)):
+for x, naive, stable in zip(xs, torch.log(1 - torch.exp(xs)), log1mexp(xs), strict=True):
     print(f"{x.item():9.0e} {naive.item():22.15g} {stable.item():22.15g}")
 
 # %% markdown
@@ -428,6 +446,13 @@ check_number(_loss, 0.5, name="KTO loss when policy == reference (each term 1 - 
 check_number(_z, 0.0, name="reference point z when policy == reference")
 _loss, _z = kto_loss(_pol, _pol, torch.tensor([True, True]), _pol - 1.0, _pol)
 check_number(_z, 0.0, name="z when the KL estimate is negative (clamp at 0)")
+_lab = torch.tensor([True, False])
+_base, _ = kto_loss(_pol, _pol, _lab, _pol, _pol)
+_up_good, _ = kto_loss(_pol + torch.tensor([1.0, 0.0], dtype=D), _pol, _lab, _pol, _pol)
+_up_bad, _ = kto_loss(_pol + torch.tensor([0.0, 1.0], dtype=D), _pol, _lab, _pol, _pol)
+check_property(float(_up_good) < float(_base), "raising the log-prob of a desirable example must lower the KTO loss")
+check_property(float(_up_bad) > float(_base),
+               "raising the log-prob of an undesirable example must raise the KTO loss (check the sign of its term)")
 ### BEGIN HIDDEN TESTS
 import torch as _t
 
@@ -566,7 +591,7 @@ adv = group_advantages(rewards, 4)
 mask = (torch.arange(40)[None] < lengths[:, None]).to(D)
 per_token = -adv[:, None] * mask  # the policy-gradient loss at ratio 1: -A for every token
 for lt in ("grpo", "dapo"):
-    w = torch.autograd.functional.jacobian(lambda pt: aggregate_loss(pt, mask, lt), per_token)
+    w = torch.autograd.functional.jacobian(lambda pt, lt=lt: aggregate_loss(pt, mask, lt), per_token)
     print(f"{lt}: weight of one token, by answer length {lengths.tolist()}:",
           [f"{w[i, 0].item():.4f}" for i in range(4)])
 
@@ -653,7 +678,7 @@ if not sc.grading() and memory is not None:
 if HAVE_TINY_LM and not sc.grading():
     for wording in lab.WORDINGS:
         r = lab.base_row(lab.load_pairs("test", wording), logps=sequence_logps)
-        print(f"untrained tiny LM, {wording:12s} wording: reward accuracy {r['reward acc']:.2f}, "
+        print(f"untrained tiny LM, {wording:12s} wording: reward accuracy {r['ranking acc']:.2f}, "
               f"exact match {r['exact match']:.2f}")
 else:
     print("skipped (grading, or the tiny course LM is not installed in sparkcourse/data/tiny_lm)")
@@ -699,45 +724,64 @@ else:
 # The TRL logs (`rewards/chosen`, `rewards/margins`, `rewards/accuracies`) are the implicit rewards of your
 # `dpo_loss`; pass `logging_strategy="steps"` to `lab.run_method` to see them.
 #
-# ## On your Spark
-# The `spark` profile runs DPO and ORPO on a real small instruct model and a public preference dataset,
-# with LoRA (TRL then uses the adapter-disabled base as the reference: no second copy) and measures the GPU
-# memory peak of each, which is the number to compare with the table above.
+# ## On your Spark: what a reference model costs at full size
+# The CPU measurement above used a 2-million-parameter model. The `spark` profile repeats it with TRL's own trainers
+# on a 1.5-billion-parameter model (Qwen2.5-1.5B-Instruct; with `SPARKCOURSE_STANDIN=1` its architecture with
+# random weights), four ways:
+#
+# - **full fine-tuning, DPO**: fp32 policy weights, gradients and AdamW state (bf16 autocast) plus a separate,
+#   frozen bf16 reference copy (`DPOTrainer(ref_model=...)`);
+# - **full fine-tuning, SimPO**: the same policy, no reference (`CPOTrainer(loss_type="simpo", cpo_alpha=0)`);
+# - **LoRA, DPO** and **LoRA, SimPO**: adapters on a frozen bf16 base. Here TRL's DPO gets its reference by
+#   *disabling the adapter* on the same base: no second copy exists, so LoRA cannot show what a reference costs —
+#   that is why the full fine-tuning rows are the measurement, and the LoRA rows the contrast.
+#
+# For each: the bytes resident before training (the weights), the peak of `torch.cuda.max_memory_allocated()` over
+# 12 steps of 4 pairs, the drop of `/proc/meminfo`'s MemAvailable (on a Spark the GPU allocates from that unified
+# pool and `cudaMemGetInfo` under-reports it; on a discrete GPU this column is host memory) and the median step
+# time from CUDA events. Expect the full-fine-tuning DPO peak to exceed SimPO's by about the bf16 reference copy
+# (2 bytes per parameter, ≈ 3 GB here) out of a peak of ≈ 25–30 GB: a ratio near 0.9, as in the per-parameter
+# table, not 0.5. Expected time: under a minute on an H200 in stand-in mode (short course pairs); a few minutes on
+# a Spark with the real model and data set (longer sequences). Memory: ≈ 30 GB at the peak.
 
 # %%
+gpu_rows = None
 if profile.is_spark:
-    from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    from sparkcourse import hub  # the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
+    # hub: the real model, a labelled stand-in (SPARKCOURSE_STANDIN=1) or a SKIPPED line
+    from sparkcourse import hub
     from sparkcourse.datasets_course import load_preferences
 
     model_id, dataset_id = "Qwen/Qwen2.5-1.5B-Instruct", "trl-lib/ultrafeedback_binarized"
-    prefs, prefs_label = hub.dataset(dataset_id, "train[:2000]", lambda: load_preferences("train", chat=True),
+    prefs, prefs_label = hub.dataset(dataset_id, "train[:256]", lambda: load_preferences("train", chat=True),
                                      about="the course's arithmetic preference pairs")
     print("data:", prefs_label)
-    for name, cfg_cls, trainer_cls in (("DPO", DPOConfig, DPOTrainer), ("ORPO", ORPOConfig, ORPOTrainer)):
-        try:
-            model, tokenizer, label = hub.causal_lm(model_id, dtype=torch.bfloat16, device="cuda")
-        except hub.Unavailable as exc:
-            hub.report(exc)
-            break
-        print(f"{name}: {label}")
-        args = cfg_cls(output_dir=f"/tmp/spark_{name}", per_device_train_batch_size=4, max_steps=50,
-                       max_length=1024, bf16=True, report_to=[], logging_steps=10, save_strategy="no",
-                       activation_checkpointing=True, remove_unused_columns=False)
-        trainer = trainer_cls(model=model, args=args, train_dataset=prefs, processing_class=tokenizer,
-                              peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        trainer.train()
-        print(f"{name}: {(time.perf_counter() - t0) / 50:.2f} s/step, "
-              f"peak {torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
-        del model, trainer
-        torch.cuda.empty_cache()
+    # a stand-in gets as many layers as fit: fp32 weights + gradients + AdamW (16 B/param) + a bf16 reference (2 B)
+    # + room for activations, so size it by parameters (the same layers whatever the dtype)
+    free = hub.free_bytes("cuda") or 0
+    max_params = 0.8 * free / 24
+
+    def build(dtype):
+        """The policy (or the reference): same architecture and weights on every call."""
+        nbytes = torch.empty((), dtype=dtype).element_size()
+        model, tokenizer, label = hub.causal_lm(model_id, dtype=dtype, device="cuda", max_bytes=max_params * nbytes)
+        return model, tokenizer, label
+
+    try:
+        gpu_rows = lab.measure_trl_memory(build, prefs, steps=12, batch=4, max_length=512)
+    except hub.Unavailable as exc:
+        hub.report(exc)
+    if gpu_rows:
+        print("model:", next(iter(gpu_rows.values()))["label"])
+        print(lab.format_trl_memory(gpu_rows))
 else:
     print("tiny profile: run this on a DGX Spark (or any CUDA machine)")
+
+# %% markdown
+# Read the full-fine-tuning pair first: the reference-free run saves the reference copy and one forward pass per
+# step, and nothing else. The LoRA pair shows the other extreme: the reference is free, so DPO and SimPO need about
+# the same memory, and LoRA's own saving (no fp32 gradients or AdamW state for the base) dwarfs the reference
+# question. `precompute_ref_log_probs=True` is the third way out: the reference runs once over the data set before
+# training, and is not needed during it.
 
 # %% markdown
 # ## Wrap-up

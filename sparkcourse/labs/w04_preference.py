@@ -205,6 +205,172 @@ def plot_memory(ax: Any, results: dict[str, dict[str, float]]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
+# The same question with TRL's trainers on a real-sized model (the notebook's spark cell)
+# --------------------------------------------------------------------------------------------------------
+
+# (fine-tuning, loss): full fine-tuning keeps fp32 weights, gradients and AdamW state (bf16 autocast) and, for DPO,
+# a separate bf16 reference copy; LoRA trains adapters on a frozen bf16 base and TRL's DPO uses the base with the
+# adapter disabled as the reference, so it needs no second copy.
+GPU_CASES = (("full", "DPO"), ("full", "SimPO"), ("LoRA", "DPO"), ("LoRA", "SimPO"))
+GPU_KEYS = ("resident GB", "peak GB", "unified used GB", "step s")
+
+
+def _step_timer(device: str) -> Any:
+    """A TrainerCallback timing each optimizer step (CUDA events on a GPU) and sampling MemAvailable."""
+    from transformers import TrainerCallback
+
+    from sparkcourse import gpu
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.spans: list[list[Any]] = []
+            self.available: list[int] = []
+
+        def _mark(self) -> Any:
+            if device.startswith("cuda"):
+                event = torch.cuda.Event(enable_timing=True)
+                event.record()
+                return event
+            return time.perf_counter()
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.spans.append([self._mark(), None])
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.spans[-1][1] = self._mark()
+            available = gpu.meminfo_bytes("MemAvailable")
+            if available is not None:
+                self.available.append(available)
+
+        def seconds(self, skip: int) -> list[float]:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+                return [a.elapsed_time(b) / 1e3 for a, b in self.spans[skip:] if b is not None]
+            return [b - a for a, b in self.spans[skip:] if b is not None]
+
+    return StepTimer()
+
+
+def measure_trl_memory(
+    build: Callable[[Any], tuple[Any, Any, str]],
+    train: Any,
+    cases: Sequence[tuple[str, str]] = GPU_CASES,
+    steps: int = 12,
+    batch: int = 4,
+    max_length: int = 512,
+    warmup: int = 2,
+    device: str = "cuda",
+) -> dict[str, dict[str, Any]]:
+    """Peak memory and step time of real TRL training steps, with and without a reference model.
+
+    ``build(dtype)`` returns ``(model, tokenizer, label)`` on ``device`` (the same architecture and weights on every
+    call); ``train``: conversational preference pairs. Each case of ``cases`` ((``"full"`` or ``"LoRA"``, ``"DPO"``
+    or ``"SimPO"``)) trains ``steps`` steps of ``batch`` pairs: DPO with ``DPOTrainer`` (full: an explicit bf16
+    reference copy; LoRA: TRL's adapter-disabled base), SimPO with ``CPOTrainer(loss_type="simpo",
+    cpo_alpha=0)``. Per case: ``resident GB`` (allocated before training: the weights), ``peak GB``
+    (``torch.cuda.max_memory_allocated`` over training), ``unified used GB`` (the drop of /proc/meminfo
+    MemAvailable from before the models were built to its lowest value during training: the pool a unified-memory
+    Spark shares, where ``cudaMemGetInfo`` under-reports; on a discrete GPU this is host memory), ``step s`` (median
+    of the steps after ``warmup``, CUDA events), ``params`` and ``label``. On a CPU the GB fields are None.
+    """
+    import gc
+
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    from sparkcourse import gpu
+
+    cuda = device.startswith("cuda")
+    rows: dict[str, dict[str, Any]] = {}
+    for tuning, loss in cases:
+        if tuning not in ("full", "LoRA") or loss not in ("DPO", "SimPO"):
+            raise ValueError(f"unknown case {(tuning, loss)!r}")
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+        available0 = gpu.meminfo_bytes("MemAvailable")
+        full = tuning == "full"
+        model, tokenizer, label = build(torch.float32 if full else torch.bfloat16)
+        ref_model = build(torch.bfloat16)[0].requires_grad_(False) if full and loss == "DPO" else None
+        common = dict(
+            output_dir=os.path.join(tempfile.gettempdir(), "sparkcourse_pref_gpu"),
+            per_device_train_batch_size=batch,
+            max_steps=steps,
+            max_length=max_length,
+            learning_rate=1e-6 if full else 1e-5,
+            bf16=cuda,
+            use_cpu=not cuda,
+            report_to=[],
+            disable_tqdm=True,
+            logging_strategy="no",
+            save_strategy="no",
+            activation_checkpointing=True,
+            seed=0,
+        )
+        peft = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear") if not full else None
+        if loss == "DPO":
+            args = DPOConfig(beta=0.1, **common)
+            trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train,
+                                 processing_class=tokenizer, peft_config=peft)
+        else:
+            args = CPOConfig(loss_type="simpo", cpo_alpha=0.0, beta=2.0, simpo_gamma=0.5,
+                             remove_unused_columns=False, **common)
+            trainer = CPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                                 peft_config=peft)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        timer = _step_timer(device)
+        trainer.add_callback(timer)
+        params = sum(p.numel() for p in trainer.model.parameters())
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        if cuda:
+            torch.cuda.synchronize()
+            resident = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+        step_s = statistics.median(timer.seconds(min(warmup, steps - 1)))
+        peak = torch.cuda.max_memory_allocated() if cuda else None
+        used = (available0 - min(timer.available)) if available0 is not None and timer.available else None
+        how = {"full": " (bf16 reference copy)", "LoRA": " (reference: base, adapter off)"}[tuning]
+        rows[f"{tuning}, {loss}" + (how if loss == "DPO" else " (no reference)")] = {
+            "tuning": tuning,
+            "loss": loss,
+            "label": label,
+            "params": params,
+            "trainable": trainable,
+            "resident GB": resident / 1e9 if cuda else None,
+            "peak GB": peak / 1e9 if peak is not None else None,
+            "unified used GB": used / 1e9 if used is not None and cuda else None,
+            "step s": step_s,
+        }
+        del model, ref_model, trainer
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return rows
+
+
+def format_trl_memory(rows: dict[str, dict[str, Any]]) -> str:
+    """:func:`measure_trl_memory`'s rows as a text table, with each tuning's reference-free/DPO peak ratio."""
+
+    def gb(x: float | None) -> str:
+        return f"{x:8.2f}" if x is not None else f"{'n/a':>8s}"
+
+    lines = [f"{'case':42s} {'trainable':>11s} {'resident GB':>11s} {'peak GB':>8s} {'pool GB':>8s} {'step ms':>8s}"]
+    for name, r in rows.items():
+        lines.append(f"{name:42s} {r['trainable'] / 1e6:10.1f}M {gb(r['resident GB']):>11s} {gb(r['peak GB'])} "
+                     f"{gb(r['unified used GB'])} {r['step s'] * 1e3:8.1f}")
+    for tuning in ("full", "LoRA"):
+        pair = {r["loss"]: r for r in rows.values() if r["tuning"] == tuning}
+        if {"DPO", "SimPO"} <= set(pair) and pair["DPO"]["peak GB"]:
+            lines.append(f"{tuning}: reference-free/DPO peak memory {pair['SimPO']['peak GB'] / pair['DPO']['peak GB']:.2f}, "
+                         f"step time {pair['SimPO']['step s'] / pair['DPO']['step s']:.2f}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------
 # Training the tiny course model with TRL's trainers
 # --------------------------------------------------------------------------------------------------------
 

@@ -167,3 +167,24 @@ def test_benchmark_writes_markdown_and_png(tmp_path):
     ):
         assert needle in text, needle
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@needs_tiny_lm
+def test_trl_memory_measurement_runs_every_case_on_cpu(pairs):
+    """The spark cell's measurement, on the tiny course LM on CPU (the GB fields need CUDA and are None)."""
+    from sparkcourse.models import load_tiny_lm
+
+    def build(dtype):
+        model, tok = load_tiny_lm(dtype)
+        return model, tok, "tiny course LM"
+
+    rows = pl.measure_trl_memory(build, pairs[0].select(range(8)), steps=2, batch=2, max_length=64, warmup=1,
+                                 device="cpu")
+    assert [(r["tuning"], r["loss"]) for r in rows.values()] == list(pl.GPU_CASES)
+    full = [r for r in rows.values() if r["tuning"] == "full"]
+    lora = [r for r in rows.values() if r["tuning"] == "LoRA"]
+    assert all(r["trainable"] == r["params"] for r in full)  # full fine-tuning trains every weight
+    assert all(0 < r["trainable"] < r["params"] / 2 for r in lora)  # LoRA: the adapters only
+    assert all(r["peak GB"] is None and r["step s"] > 0 for r in rows.values())
+    assert "reference" in pl.format_trl_memory(rows)
