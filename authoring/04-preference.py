@@ -15,11 +15,15 @@
 # 3. write SimPO (length-normalised, margin γ, no reference) and ORPO (NLL + log-odds ratio, with a stable
 #    log(1 − eˣ));
 # 4. write KTO for unpaired examples, with its detached reference point;
-# 5. compute GRPO's group-normalised advantages, and say what TRL's default loss_type "dapo" changes;
-# 6. check every loss against **TRL 1.16** to 1e-6 in float64 (the hidden tests do), then train with TRL's
+# 5. compute GRPO's group-normalised advantages, write its clipped surrogate and KL term, and say what TRL's
+#    default loss_type "dapo" changes (and why TRL's default GRPO loads no reference model);
+# 6. see IPO, DPO's squared-loss sibling, next to your DPO;
+# 7. check every loss against **TRL 1.16** to 1e-6 in float64 (the hidden tests do), then train with TRL's
 #    trainers on a preference you can verify and measure memory and step time with and without a reference model.
 #
-# **Time:** about 2 hours. **Points:** 17, all autograded (the training comparison of section 7 is not graded).
+# **Time:** about 4 hours: 2½–3 h for sections 1–6 (readers took 1–2 h longer than the 2 h this notebook used to
+# promise), plus about 20 minutes of CPU training in section 7 (15 min on a shared 2-vCPU machine). **Points:** 17,
+# all autograded (the training comparison of section 7 and IPO are not graded).
 #
 # Why it matters on the Spark: with 128 GB of unified memory, whether an alignment run needs a second, frozen
 # copy of the model (DPO, KTO) or not (SimPO, ORPO) decides how large a model you can align. A claim that
@@ -170,7 +174,8 @@ else:
 # tests use extreme log-probs. The **implicit rewards**
 # $\beta(\log\pi - \log\pi_\text{ref})$ are what TRL logs as `rewards/chosen` and `rewards/rejected`; their
 # difference is `rewards/margins`, and the fraction of pairs where the chosen reward is larger is
-# `rewards/accuracies`. The reference model is **frozen**: it is evaluated under `torch.no_grad()` (or its
+# `rewards/accuracies` — "reward accuracy" in TRL's sense: relative to the reference, on summed log-probs, on the
+# training batches (section 7 measures something else and calls it *ranking accuracy*). The reference model is **frozen**: it is evaluated under `torch.no_grad()` (or its
 # log-probs are precomputed once), and no gradient may reach it.
 
 # %% markdown
@@ -264,6 +269,38 @@ plt.tight_layout()
 plt.show()
 
 # %% markdown
+# ### IPO: the same log-ratios, a squared loss (not graded)
+# DPO's loss keeps falling as the margin grows, so on pairs that are always ranked the same way it can drive the
+# log-ratio margin to infinity and the policy far from the reference, whatever β is. **IPO** (Azar et al. 2023,
+# *A General Theoretical Paradigm to Understand Learning from Human Preferences*, Eq. 17) regresses the margin to a
+# finite target instead:
+#
+# $$\mathcal{L}_\text{IPO} = \Big(\big(\bar\Delta_w - \bar\Delta_l\big) - \frac{1}{2\beta}\Big)^2,\qquad
+#   \bar\Delta = \overline{\log\pi} - \overline{\log\pi_\text{ref}},$$
+#
+# where TRL (`DPOConfig(loss_type="ipo")`, β is the paper's τ) **averages** each log-ratio over the completion
+# tokens — a choice the paper does not write but its authors confirmed to TRL. It still needs the reference
+# model. `sparkcourse.labs.w04_preference.ipo_loss` is that formula (`tests/weeks/test_w04_preference.py` checks it
+# against TRL's `DPOTrainer` to 1e-6); below, the two losses on one pair as the margin grows.
+
+# %%
+from sparkcourse.labs.w04_preference import ipo_loss
+
+_one = torch.ones(1, 1, dtype=D)
+print("margin  DPO loss (beta 0.1)  IPO loss (beta 0.1: target margin 1/(2 beta) = 5)")
+for m in (-5.0, 0.0, 2.5, 5.0, 10.0, 20.0):
+    pol = torch.tensor([[m]], dtype=D)  # chosen log-ratio m, rejected 0, one completion token each
+    zero = torch.zeros(1, 1, dtype=D)
+    try:
+        d = dpo_loss(pol, zero, zero, zero, _one, _one, beta=0.1)[0].item()
+    except NotImplementedError:
+        d = float("nan")  # Exercise 2 not done yet
+    print(f"{m:6.1f}  {d:19.4f}  {ipo_loss(pol, zero, zero, zero, _one, _one, beta=0.1).item():10.4f}")
+
+# %% markdown
+# DPO's loss keeps decreasing past any margin; IPO's is 0 at the target and rises again beyond it, which keeps the
+# policy closer to the reference on deterministic preferences.
+#
 # ## 3. SimPO: no reference, length-normalised, with a margin
 #
 # SimPO (Meng, Xia & Chen 2024) uses the length-averaged log-prob as the implicit reward and asks the chosen
@@ -273,8 +310,11 @@ plt.show()
 #  - \gamma\Big).$$
 #
 # γ is **outside** the β-scaled difference: TRL writes the same thing as $\beta\,(\Delta - \gamma/\beta)$.
-# Typical values are β ≈ 2–2.5 and γ/β ≈ 0.5. In TRL 1.16 SimPO is `CPOTrainer` (`trl.experimental.cpo`) with
-# `CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=γ, beta=β)`; `cpo_alpha > 0` adds an NLL term (CPO-SimPO).
+# This exercise's defaults are β = 2 and γ = 0.5, so γ/β = 0.25; the SimPO paper tunes β and γ per model, so treat
+# both as hyper-parameters to choose on validation data. In TRL 1.16 SimPO is `CPOTrainer` (`trl.experimental.cpo`)
+# with `CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=γ, beta=β)`; `cpo_alpha > 0` adds an NLL term
+# (CPO-SimPO). Set all three: `CPOConfig`'s own defaults are `beta=0.1`, `simpo_gamma=0.5` and `cpo_alpha=1.0`
+# (γ/β = 5, CPO's β, not a SimPO setting), and section 7 trains with β = 2, γ = 1.
 
 # %% markdown
 # ### Exercise 3 (2 points)
@@ -500,8 +540,23 @@ check_property(not _t.as_tensor(_z).requires_grad, "z must be returned detached"
 # $$A_i = \frac{r_i - \mathrm{mean}(r_{1..G})}{\mathrm{std}(r_{1..G}) + 10^{-4}}$$
 #
 # for every token of completion $i$ (TRL: `scale_rewards="group"`, std with Bessel's correction; a group whose
-# rewards are all equal gets advantage 0 — it teaches nothing). The per-token policy loss is PPO's clipped
-# ratio times $A_i$; how it is **reduced** to a scalar is what `loss_type` decides:
+# rewards are all equal gets advantage 0 — it teaches nothing). The per-token loss is PPO's **clipped surrogate**
+# plus a **KL penalty** towards the reference model:
+#
+# $$\ell_{i,t} = -\min\big(\rho_{i,t}A_i,\ \mathrm{clip}(\rho_{i,t},\,1-\epsilon,\,1+\epsilon)\,A_i\big)
+#   + \beta\,\mathbb{D}_{i,t},\qquad
+#   \rho_{i,t} = \frac{\pi_\theta(o_{i,t}\mid q, o_{i,<t})}{\pi_{\theta_\text{old}}(o_{i,t}\mid q, o_{i,<t})},\qquad
+#   \mathbb{D}_{i,t} = \frac{\pi_\text{ref}}{\pi_\theta} - \log\frac{\pi_\text{ref}}{\pi_\theta} - 1,$$
+#
+# with $\pi_{\theta_\text{old}}$ the policy that generated the completions. The ratio is 1 on the first update of
+# each batch (TRL's default `num_iterations=1`), so clipping matters only when a batch is reused; beyond
+# $1\pm\epsilon$ in the direction the advantage pushes, the token gets no gradient (TRL: `epsilon=0.2`,
+# `epsilon_high` for DAPO's wider upper clip). $\mathbb{D}$ is a per-token estimate of
+# $\mathrm{KL}(\pi_\theta\,\|\,\pi_\text{ref})$ that is never negative (DeepSeekMath; TRL computes
+# `exp(ref - logp) - (ref - logp) - 1`). **TRL's default is `beta=0.0`**: no KL term, and then `GRPOTrainer` does
+# not load a reference model at all — default GRPO is reference-free in memory, like SimPO and ORPO (section 7);
+# with `beta > 0` (DeepSeek-R1 used 0.001, TRL's documentation notes) a full fine-tune holds a second, frozen copy
+# of the model as DPO does. How the per-token loss is **reduced** to a scalar is what `loss_type` decides:
 #
 # - `"grpo"` (the paper): mean over each completion's tokens, then mean over completions — a token of a short
 #   answer weighs more than a token of a long one, which biases towards long wrong answers;
@@ -580,6 +635,21 @@ except ValueError:
 ### END HIDDEN TESTS
 
 # %% markdown
+# The clipped surrogate in numbers (not graded): the loss of one token and its gradient with respect to the ratio,
+# for a positive and a negative advantage, ε = 0.2.
+
+# %%
+ratios = torch.tensor([0.5, 0.9, 1.0, 1.1, 1.3], dtype=D, requires_grad=True)
+for a in (1.0, -1.0):
+    surrogate = -torch.minimum(ratios * a, ratios.clamp(0.8, 1.2) * a)
+    (grad,) = torch.autograd.grad(surrogate.sum(), ratios)
+    print(f"A={a:+.0f}: ratio {ratios.tolist()} -> loss {[round(v, 2) for v in surrogate.tolist()]}, "
+          f"d loss/d ratio {grad.tolist()}")
+
+# %% markdown
+# With A > 0 the token stops being pushed up once its ratio passes 1.2; with A < 0 it stops being pushed down below
+# 0.8. On the other side the gradient stays: a token that moved the wrong way is always corrected.
+#
 # What "dapo" changes, in numbers: a group of 4 answers, one right and short, three wrong and long. The wrong
 # answers' tokens get a negative advantage; under "grpo" each long wrong answer's push-down is diluted over its
 # many tokens, so the per-token penalty of a wrong answer shrinks as it grows.
@@ -610,7 +680,7 @@ for lt in ("grpo", "dapo"):
 # %%
 rows = {
     "fp32 full fine-tune (w 4 + g 4 + Adam 8)": (16, 4),
-    "mixed precision (bf16 w+g, fp32 master+Adam; FACTS: 16-18 B)": (16, 2),
+    "mixed precision (bf16 w+g, fp32 master+Adam, bf16 reference)": (16, 2),
     "weights only (inference-style count: 2 copies vs 1)": (2, 2),
     "LoRA on a frozen bf16 base: TRL disables the adapter for the reference": (2, 0),
     "precompute_ref_log_probs=True (reference run once, freed)": (16, 0),
@@ -663,14 +733,18 @@ if not sc.grading() and memory is not None:
 # machine's, from one repeat. Memory is what the slogan is about, and on memory the reference-free methods save
 # far less than half.
 # On a Spark the same reasoning says: a DPO run of a model that barely fits under full fine-tuning also needs
-# room for a bf16 reference (2 bytes per parameter), or `precompute_ref_log_probs=True`, or LoRA.
+# room for a bf16 reference (2 bytes per parameter), or `precompute_ref_log_probs=True`, or LoRA. The same holds for
+# KTO and for GRPO with `beta > 0`; TRL's GRPO default `beta=0.0` loads no reference at all (section 6).
 #
 # ### Aligning the tiny course model through TRL
 # The course preference data are templated sums ("What is 78 + 93?"): the chosen answer is the right sum, the
 # rejected one a plausible wrong one, so the preference is **verifiable**. We train the tiny chat model with each
-# trainer and measure on the 100 held-out pairs: the **reward accuracy** (how often the trained model gives the
-# correct answer a higher length-averaged log-prob than the wrong one) and the **exact match** of its greedy
-# answer. This section needs the tiny course LM (`sparkcourse/data/tiny_lm`); it is skipped while grading, and
+# trainer on 300 training pairs and measure on the 100 test pairs: the **ranking accuracy** (how often the trained
+# model gives the correct answer a higher length-averaged log-prob than the wrong one — no reference model
+# involved, so this is *not* TRL's `rewards/accuracies`, which compares DPO's implicit rewards
+# β(log π − log π_ref) on summed log-probs during training) and the **exact match** of its greedy answer. The
+# learning rates were chosen on 100 further **validation** pairs (the last 100 of the shipped training file),
+# never on the test pairs, which were scored once with the chosen settings. This section needs the tiny course LM (`sparkcourse/data/tiny_lm`); it is skipped while grading, and
 # its code is in `sparkcourse/labs/w04_preference.py` (your `sequence_logps` does the scoring). First, the untrained
 # model:
 
@@ -678,7 +752,7 @@ if not sc.grading() and memory is not None:
 if HAVE_TINY_LM and not sc.grading():
     for wording in lab.WORDINGS:
         r = lab.base_row(lab.load_pairs("test", wording), logps=sequence_logps)
-        print(f"untrained tiny LM, {wording:12s} wording: reward accuracy {r['ranking acc']:.2f}, "
+        print(f"untrained tiny LM, {wording:12s} wording: ranking accuracy {r['ranking acc']:.2f}, "
               f"exact match {r['exact match']:.2f}")
 else:
     print("skipped (grading, or the tiny course LM is not installed in sparkcourse/data/tiny_lm)")
@@ -688,7 +762,8 @@ else:
 # nothing left for a preference to teach (training can only keep or damage it). So we train and score on the
 # same pairs asked as **"Add 78 and 93."**, an instruction wording pre-training never saw, where the untrained
 # model rarely answers right. The cell trains each trainer from the same checkpoint for 150 steps of 8 pairs
-# (learning rates and β are `lab.DEFAULT_LR` and `lab.DEFAULT_BETA`; `lab.run_method` shows the TRL configs)
+# (learning rates and β are `lab.DEFAULT_LR` and `lab.DEFAULT_BETA`, chosen on the validation pairs;
+# `lab.run_method` shows the TRL configs)
 # and takes a few minutes on one CPU thread.
 
 # %%
@@ -722,7 +797,9 @@ else:
 #   preference training can only hurt: seed-0 DPO dropped exact match to 0.84 there.
 #
 # The TRL logs (`rewards/chosen`, `rewards/margins`, `rewards/accuracies`) are the implicit rewards of your
-# `dpo_loss`; pass `logging_strategy="steps"` to `lab.run_method` to see them.
+# `dpo_loss` on the training batches; pass `logging_strategy="steps"` to `lab.run_method` to see them. A
+# `rewards/accuracies` near 1 says the policy moved away from the reference in the right direction on pairs it
+# trains on; the ranking accuracy above says whether the model prefers the right answer on pairs it never saw.
 #
 # ## On your Spark: what a reference model costs at full size
 # The CPU measurement above used a 2-million-parameter model. The `spark` profile repeats it with TRL's own trainers
@@ -793,14 +870,18 @@ else:
 # - ORPO: NLL + λ·(−log σ(log odds)), $\log(1-e^x)$ via expm1/log1p switched at −log 2.
 # - KTO: reference point $z=\max(0,\widehat{\mathrm{KL}})$, detached; losses $1-\sigma(\beta(r-z))$ and
 #   $1-\sigma(\beta(z-r))$, weighted.
-# - GRPO: $A=(r-\bar r_\text{group})/(\sigma_\text{group}+10^{-4})$; TRL's default `loss_type="dapo"`
-#   averages over tokens of the whole batch instead of per sequence.
+# - GRPO: $A=(r-\bar r_\text{group})/(\sigma_\text{group}+10^{-4})$; per token PPO's clipped surrogate plus
+#   β·KL to the reference; TRL's default `beta=0.0` drops the KL term and loads no reference model; its default
+#   `loss_type="dapo"` averages over tokens of the whole batch instead of per sequence.
+# - IPO: $(\bar\Delta_w - \bar\Delta_l - \tfrac{1}{2\beta})^2$ with length-averaged log-ratios: a finite
+#   target margin instead of DPO's ever-decreasing loss; still needs the reference.
 # - Memory: a reference model adds its weights only — about 4/16 = 25% at fp32 with AdamW (the table above), 2/16
 #   in mixed precision, 0 with LoRA or precomputed reference log-probs. "Half" counts weights alone; measured
 #   with activations on a small Llama, reference-free/DPO was 0.88, not 0.50 (`benchmarks/preference_tiny_cpu.md`).
 #
 # **Read more:** Rafailov et al., *Direct Preference Optimization* (2023); Meng, Xia & Chen, *SimPO* (2024);
 # Hong, Lee & Thorne, *ORPO* (2024); Ethayarajh et al., *KTO: Model Alignment as Prospect Theoretic Optimization*
-# (2024); Shao et al., *DeepSeekMath* (GRPO, 2024); Yu et al., *DAPO* (2025); Mächler, *Accurately Computing
+# (2024); Azar et al., *A General Theoretical Paradigm to Understand Learning from Human Preferences* (IPO, 2023);
+# Shao et al., *DeepSeekMath* (GRPO, 2024); Yu et al., *DAPO* (2025); Mächler, *Accurately Computing
 # log(1 − exp(−|a|))* (2012); TRL 1.16 source: `trainer/dpo_trainer.py`, `experimental/cpo/cpo_trainer.py`,
 # `experimental/orpo/orpo_trainer.py`, `trainer/kto_trainer.py`, `trainer/grpo_trainer.py`.

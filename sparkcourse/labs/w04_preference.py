@@ -42,6 +42,30 @@ DEFAULT_BETA = {"DPO": 0.1, "SimPO": 2.0, "ORPO": 0.1, "KTO": 0.1}
 
 
 # --------------------------------------------------------------------------------------------------------
+# IPO (not an exercise: the notebook shows it next to your DPO)
+# --------------------------------------------------------------------------------------------------------
+
+
+def ipo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+             chosen_mask: torch.Tensor, rejected_mask: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """IPO (Azar et al. 2023, Eq. 17) as TRL 1.16's ``DPOTrainer`` computes it for ``loss_type="ipo"``.
+
+    Mean over pairs of (Δ − 1/(2β))², with Δ the difference of the chosen and rejected log-ratios
+    log π − log π_ref, each **averaged over its completion tokens** (TRL's choice, confirmed with the IPO authors;
+    the paper writes sequence log-probs). ``(B, T)`` per-token log-probs and masks as in week 04's ``dpo_loss``;
+    the reference log-probs get no gradient. A squared loss with a finite target: DPO's −log σ keeps pushing
+    the margin up, IPO stops at Δ = 1/(2β).
+    """
+
+    def avg(tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (tok * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+    delta = (avg(chosen, chosen_mask) - avg(ref_chosen.detach(), chosen_mask)) - (
+        avg(rejected, rejected_mask) - avg(ref_rejected.detach(), rejected_mask))
+    return ((delta - 1 / (2 * beta)) ** 2).mean()
+
+
+# --------------------------------------------------------------------------------------------------------
 # Memory and time of one step, with and without a reference model
 # --------------------------------------------------------------------------------------------------------
 
