@@ -37,7 +37,7 @@ MEMORY_KEYS = ("policy weights", "gradients", "AdamW state", "reference weights"
 # Per-method TRL settings used by run_method: the learning rates chosen on the validation pairs (held-out wording,
 # seed 0, 150 steps) by benchmarks/preference_tiny.py, whose report lists every setting tried and its
 # validation score; the test pairs were scored once, with these.
-DEFAULT_LR = {"DPO": 5e-4, "SimPO": 5e-4, "ORPO": 5e-4, "KTO": 3e-4}
+DEFAULT_LR = {"DPO": 2e-4, "SimPO": 2e-4, "ORPO": 2e-3, "KTO": 2e-4}
 DEFAULT_BETA = {"DPO": 0.1, "SimPO": 2.0, "ORPO": 0.1, "KTO": 0.1}
 
 
