@@ -4,9 +4,11 @@
 
 (a) memory per component and step time of a DPO step (frozen reference) and a reference-free step
 (SimPO/ORPO) on a small random Llama (``sparkcourse.labs.w04_preference.measure_step``);
-(b) DPOTrainer, CPOTrainer (SimPO), ORPOTrainer and KTOTrainer on the course's sum preference pairs, per seed,
-scored by reward accuracy and exact match on the 100 held-out pairs (``sparkcourse.labs.w04_preference.run_method``,
-scoring with the reference ``sequence_logps``, ``dpo_loss`` and ``simpo_loss``).
+(b) DPOTrainer, CPOTrainer (SimPO), ORPOTrainer and KTOTrainer on the course's sum preference pairs. First every
+setting of ``--grid`` is trained (first seed) on the 300 training pairs and scored on the 100 **validation** pairs;
+each method's best setting on validation (ranking accuracy, then exact match) is then trained with every seed and
+scored **once** on the 100 test pairs (``sparkcourse.labs.w04_preference.run_method``, scoring with the reference
+``sequence_logps``). The test pairs never choose anything.
 Writes a markdown report and a PNG next to it (same name, ``.png``).
 """
 
@@ -30,15 +32,42 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-DEFAULT_SWEEP = [
+DEFAULT_GRID = [
+    "DPO:2e-4",
+    "DPO:5e-4",
     "DPO:2e-3",
+    "SimPO:2e-4",
+    "SimPO:5e-4",
     "SimPO:2e-3",
+    "ORPO:2e-4",
+    "ORPO:5e-4",
     "ORPO:2e-3",
+    "KTO:2e-4",
+    "KTO:3e-4",
     "KTO:5e-4",
     "KTO:1e-3",
-    "KTO:2e-4",
-    "KTO:2e-4:0.1:300",
 ]
+
+
+def parse_spec(spec: str, steps: int, beta: dict[str, float]) -> dict[str, Any]:
+    """``METHOD:LR[:BETA[:STEPS]]`` into a setting (β and steps default to ``beta``/the lab's and ``steps``)."""
+    from sparkcourse.labs import w04_preference as pl
+
+    method, lr, *rest = spec.split(":")
+    if method not in pl.METHODS:
+        raise ValueError(f"unknown method {method!r} in {spec!r}")
+    b = float(rest[0]) if rest else beta.get(method, pl.DEFAULT_BETA[method])
+    return {"method": method, "lr": float(lr), "beta": b, "steps": int(rest[1]) if len(rest) > 1 else steps}
+
+
+def choose(grid_rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each method's best validation row: highest ranking accuracy, then exact match, then the earlier row."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in grid_rows:
+        key = (r["ranking acc"], r["exact match"])
+        if r["method"] not in best or key > (best[r["method"]]["ranking acc"], best[r["method"]]["exact match"]):
+            best[r["method"]] = r
+    return best
 
 
 
@@ -103,10 +132,12 @@ def markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:g}" for k, v in report["lrs"].items())
         + "; β: "
         + ", ".join(f"{k} {v:g}" for k, v in report["betas"].items())
-        + f"; SimPO γ 1.0, `cpo_alpha=0`) on {report['train rows']} training pairs; scored on "
-        f"{report['test rows']} held-out pairs. **Reward accuracy**: fraction of pairs whose correct answer has the "
-        "higher length-averaged log-prob; **exact match**: greedy answer equals the correct sum. "
-        "Cells are `reward accuracy / exact match`; seeds change the trainer's data order (and KTO's unpairing).",
+        + f"; SimPO γ 1.0, `cpo_alpha=0`; learning rates chosen on the validation pairs, see the tuning table) on "
+        f"{report['train rows']} training pairs; scored once on the {report['test rows']} test pairs. "
+        "**Ranking accuracy**: fraction of pairs whose correct answer has the higher length-averaged log-prob "
+        "under the trained model (not TRL's `rewards/accuracies`, which compares DPO's implicit rewards "
+        "β(log π − log π_ref) on training batches); **exact match**: greedy answer equals the correct sum. "
+        "Cells are `ranking accuracy / exact match`; seeds change the trainer's data order (and KTO's unpairing).",
     ]
     for wording, table in report["training"].items():
         seeds = report["seeds by wording"][wording]
@@ -117,36 +148,40 @@ def markdown(report: dict[str, Any]) -> str:
             "| method | "
             + " | ".join(f"seed {sd}" for sd in seeds)
             + (
-                " | reward acc (mean ± sd) | exact match (mean ± sd) | train s (mean) |"
+                " | ranking acc (mean ± sd) | exact match (mean ± sd) | train s (mean) |"
                 if len(seeds) > 1
-                else " | reward acc | exact match | train s |"
+                else " | ranking acc | exact match | train s |"
             ),
             "|---|" + "---|" * (len(seeds) + 3),
         ]
         for method, per_seed in table.items():
-            acc = mean_sd([per_seed[sd]["reward acc"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
+            acc = mean_sd([per_seed[sd]["ranking acc"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
             em = mean_sd([per_seed[sd]["exact match"] for sd in seeds])[: 2 if len(seeds) > 1 else 1]
             ts = mean_sd([per_seed[sd]["train s"] for sd in seeds])[0]
             cells = " | ".join(
-                f"{per_seed[sd]['reward acc']:.2f} / {per_seed[sd]['exact match']:.2f}" for sd in seeds
+                f"{per_seed[sd]['ranking acc']:.2f} / {per_seed[sd]['exact match']:.2f}" for sd in seeds
             )
             out.append(f"| {method} | {cells} | {fmt_stat(*acc)} | {fmt_stat(*em)} | {ts:.1f} |")
-    if report.get("sweep"):
+    if report.get("grid"):
         seed0 = report["seeds by wording"]["held-out"][0]
+        chosen = {(m, report["lrs"][m], report["betas"][m]) for m in report["lrs"]}
         out += [
             "",
-            f"### What else was tried (held-out wording, seed {seed0})",
+            f"### Tuning on the validation pairs (held-out wording, seed {seed0})",
             "",
-            "Other learning rates and β, for the same trainers; the table above uses the defaults of "
-            "`sparkcourse.labs.w04_preference` (`DEFAULT_LR`, `DEFAULT_BETA`).",
+            f"Every setting tried, trained on the {report['train rows']} training pairs and scored on the "
+            f"{report['valid rows']} validation pairs (the last 100 of the shipped training file; never the test "
+            "pairs). Each method's best row (ranking accuracy, then exact match) is marked **chosen**; only those "
+            "settings were run on the test pairs above.",
             "",
-            "| method | learning rate | β | steps | reward acc | exact match |",
-            "|---|---|---|---|---|---|",
+            "| method | learning rate | β | steps | ranking acc (validation) | exact match (validation) | |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for r in report["sweep"]:
+        for r in report["grid"]:
+            mark = "**chosen**" if (r["method"], r["lr"], r["beta"]) in chosen else ""
             out.append(
-                f"| {r['method']} | {r['lr']:g} | {r['beta']:g} | {r['steps']} | {r['reward acc']:.2f} | "
-                f"{r['exact match']:.2f} |"
+                f"| {r['method']} | {r['lr']:g} | {r['beta']:g} | {r['steps']} | {r['ranking acc']:.2f} | "
+                f"{r['exact match']:.2f} | {mark} |"
             )
     if report.get("notes"):
         out += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
@@ -170,7 +205,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax, wording in zip(axes[1:], wordings, strict=True):
         table, seeds = report["training"][wording], report["seeds by wording"][wording]
         xs = range(len(table))
-        for off, key, label in ((-0.2, "reward acc", "reward accuracy"), (0.2, "exact match", "exact match")):
+        for off, key, label in ((-0.2, "ranking acc", "ranking accuracy"), (0.2, "exact match", "exact match")):
             stats = [mean_sd([r[sd][key] for sd in seeds]) for r in table.values()]
             ax.bar(
                 [x + off for x in xs],
@@ -222,6 +257,27 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             pl.memory_summary(pl.compare_memory(steps=args.memory_steps, **answers, **mem_kw))["step ratio"]
         )
     print("step-time ratios:", " ".join(f"{r:.2f}" for r in step_ratios), flush=True)
+    # 1. tuning: every grid setting, first seed, scored on the validation pairs (held-out wording)
+    settings: dict[str, dict[str, Any]] = {}
+    grid_rows: list[dict[str, Any]] = []
+    n_valid = 0
+    grid = [parse_spec(spec, args.steps, args.beta) for spec in args.grid]
+    grid = [g for g in grid if g["method"] in args.methods and g["method"] not in args.lr]
+    if grid:
+        train = pl.load_pairs("train", "held-out", chat=True, n=args.train_rows)
+        valid = pl.load_pairs("validation", "held-out", n=args.test_rows)
+        n_valid = len(valid)
+        for g in grid:
+            r = pl.run_method(g["method"], train, valid, steps=g["steps"], seed=args.seeds[0], learning_rate=g["lr"],
+                              beta=g["beta"], logps=ref.sequence_logps, per_device_train_batch_size=args.batch)
+            grid_rows.append({**g, **r})
+            print(f"validation {g['method']:6s} lr {g['lr']:g} beta {g['beta']:g}: ranking acc "
+                  f"{r['ranking acc']:.2f}, exact match {r['exact match']:.2f}", flush=True)
+        settings.update({m: {k: r[k] for k in ("lr", "beta", "steps")} for m, r in choose(grid_rows).items()})
+    for m in args.methods:  # methods without a grid row (or with --lr) keep the lab's defaults / the overrides
+        settings.setdefault(m, {"lr": args.lr.get(m, pl.DEFAULT_LR[m]), "beta": args.beta.get(m, pl.DEFAULT_BETA[m]),
+                                "steps": args.steps})
+    # 2. the report: the chosen settings, every seed, scored once on the test pairs
     training: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
     n_train = n_test = 0
     seeds_by = {w: (args.seeds if w == "held-out" else args.pretraining_seeds) for w in args.wordings}
@@ -235,49 +291,17 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         }
         for method in args.methods:
             table[method] = {}
+            st = settings[method]
             for seed in seeds_by[wording]:
-                r = pl.run_method(
-                    method,
-                    train,
-                    test,
-                    steps=args.steps,
-                    seed=seed,
-                    learning_rate=args.lr.get(method),
-                    beta=args.beta.get(method),
-                    logps=ref.sequence_logps,
-                    per_device_train_batch_size=args.batch,
-                )
+                r = pl.run_method(method, train, test, steps=st["steps"], seed=seed, learning_rate=st["lr"],
+                                  beta=st["beta"], logps=ref.sequence_logps, per_device_train_batch_size=args.batch)
                 table[method][seed] = r
                 print(
-                    f"{wording:12s} {method:6s} seed {seed}: reward acc {r['reward acc']:.2f}, exact match "
+                    f"test {wording:12s} {method:6s} seed {seed}: ranking acc {r['ranking acc']:.2f}, exact match "
                     f"{r['exact match']:.2f}, {r['train s']:.1f} s",
                     flush=True,
                 )
         training[wording] = table
-    sweep = []
-    if args.sweep and "held-out" in args.wordings:
-        train = pl.load_pairs("train", "held-out", chat=True, n=args.train_rows)
-        test = pl.load_pairs("test", "held-out", n=args.test_rows)
-        for spec in args.sweep:
-            method, lr, *rest = spec.split(":")
-            b = float(rest[0]) if rest else args.beta.get(method, pl.DEFAULT_BETA[method])
-            steps = int(rest[1]) if len(rest) > 1 else args.steps
-            r = pl.run_method(
-                method,
-                train,
-                test,
-                steps=steps,
-                seed=args.seeds[0],
-                learning_rate=float(lr),
-                beta=b,
-                logps=ref.sequence_logps,
-                per_device_train_batch_size=args.batch,
-            )
-            sweep.append({"method": method, "lr": float(lr), "beta": b, "steps": steps, **r})
-            print(
-                f"sweep {spec}: reward acc {r['reward acc']:.2f}, exact match {r['exact match']:.2f}",
-                flush=True,
-            )
     machine["load_end"] = load_average()[0]
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -292,15 +316,16 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "seeds by wording": seeds_by,
         "steps": args.steps,
         "batch": args.batch,
-        "lrs": {m: args.lr.get(m, pl.DEFAULT_LR[m]) for m in args.methods},
-        "betas": {m: args.beta.get(m, pl.DEFAULT_BETA[m]) for m in args.methods},
+        "lrs": {m: settings[m]["lr"] for m in args.methods},
+        "betas": {m: settings[m]["beta"] for m in args.methods},
         "train rows": n_train,
         "test rows": n_test,
         "wording help": {
             "held-out": '"Add 78 and 93." — never seen in pre-training',
             "pre-training": '"What is 78 + 93?" — as in pre-training, on other operand pairs',
         },
-        "sweep": sweep,
+        "grid": grid_rows,
+        "valid rows": n_valid,
         "notes": list(args.note or []),
         "wall s": time.perf_counter() - t_start,
     }
@@ -337,14 +362,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beta", nargs="*", default=[], help="METHOD=VALUE overrides, e.g. DPO=0.1")
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--train-rows", type=int, default=None, help="first N training pairs (default all)")
-    parser.add_argument("--test-rows", type=int, default=None, help="first N held-out pairs (default all)")
+    parser.add_argument("--test-rows", type=int, default=None,
+                        help="first N validation and test pairs (default all)")
     parser.add_argument("--memory-steps", type=int, default=10, help="timed steps of the memory comparison")
     parser.add_argument("--timing-repeats", type=int, default=5, help="repeats of the step-time comparison")
     parser.add_argument(
-        "--sweep",
+        "--grid",
         nargs="*",
-        default=DEFAULT_SWEEP,
-        help="METHOD:LR[:BETA[:STEPS]] settings also run on the first seed, held-out wording",
+        default=DEFAULT_GRID,
+        help="METHOD:LR[:BETA[:STEPS]] settings tried on the validation pairs (first seed, held-out wording); "
+        "each method's best is reported on test",
     )
     parser.add_argument("--note", action="append", help="a line for the report's Notes (repeatable)")
     args = parser.parse_args(argv)

@@ -317,3 +317,9 @@ def aggregate_loss(per_token_loss, mask, loss_type="dapo"):
         per_seq = (per_token_loss * m).sum(dim=1) / torch.clamp(m.sum(dim=1), min=1)
         return per_seq.mean()
     raise ValueError(f"unknown {loss_type}")
+
+# %% mutant name=dpo_log_of_sigmoid cell=dpo_loss fails=test_dpo_loss
+replace loss = -F.logsigmoid(beta * (chosen_ratio - rejected_ratio)).mean() => loss = -torch.log(torch.sigmoid(beta * (chosen_ratio - rejected_ratio))).mean()
+
+# %% mutant name=simpo_log_of_sigmoid cell=simpo_loss fails=test_simpo_loss
+replace loss = -F.logsigmoid(beta * (c - r) - gamma).mean() => loss = -torch.log(torch.sigmoid(beta * (c - r) - gamma)).mean()

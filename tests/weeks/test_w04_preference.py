@@ -85,6 +85,23 @@ def trl_dpo(chosen_seq, rejected_seq, ref_chosen_seq, ref_rejected_seq, beta):
     return loss, stub._metrics["train"]
 
 
+def trl_ipo(c, r, rc, rr, cm, rm, beta):
+    """DPOTrainer._compute_loss with loss_type "ipo" on per-token log-probs (the stub model returns them)."""
+    b = c.shape[0]
+    s = lambda x, m: (x * m).sum(-1)  # noqa: E731
+    model = _LogpModel(torch.cat([c * cm, r * rm]))
+    completion_mask = torch.cat([torch.zeros(2 * b, 1, dtype=D), torch.cat([cm, rm])], dim=1)  # shifted by one
+    stub = SimpleNamespace(model=model, accelerator=_Acc(), aux_loss_enabled=False, ld_alpha=None,
+                           precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=["ipo"],
+                           loss_weights=[1.0], beta=beta, use_weighting=False, label_smoothing=0.0,
+                           _metrics=defaultdict(lambda: defaultdict(list)), _total_train_tokens=0, _tp_size=1,
+                           args=SimpleNamespace(gradient_checkpointing_kwargs=None))
+    inputs = {"input_ids": torch.zeros(2 * b, c.shape[1] + 1, dtype=torch.long),
+              "attention_mask": torch.ones(2 * b, c.shape[1] + 1), "completion_mask": completion_mask,
+              "ref_chosen_logps": s(rc, cm), "ref_rejected_logps": s(rr, rm)}
+    return DPOTrainer._compute_loss(stub, model, inputs, return_outputs=False)
+
+
 def trl_simpo(chosen_avg, rejected_avg, beta, gamma):
     stub = SimpleNamespace(alpha=0.0, loss_type="simpo", simpo_gamma=gamma, beta=beta, label_smoothing=0.0,
                            accelerator=_Acc())
@@ -162,6 +179,23 @@ def test_dpo_reference_gets_no_gradient():
     loss, cr, _ = ref.dpo_loss(c, r, rc, rr, cm, rm)
     loss.backward()
     assert rc.grad is None and rr.grad is None and c.grad is not None and not cr.requires_grad
+
+
+# ---------------------------------------------------------------- IPO (ungraded; the lab's ipo_loss)
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_lab_ipo_equals_trl(beta):
+    from sparkcourse.labs.w04_preference import ipo_loss
+
+    rng = torch.Generator().manual_seed(13)
+    b, t = 6, 8
+    c, cm = _tokens(rng, b, t)
+    r, rm = _tokens(rng, b, t)
+    rc, _ = _tokens(rng, b, t)
+    rr, _ = _tokens(rng, b, t)
+    got = ipo_loss(c, r, rc, rr, cm, rm, beta=beta)
+    torch.testing.assert_close(got, trl_ipo(c, r, rc, rr, cm, rm, beta), **TOL)
+    # a tie: Δ = 0, loss (1/(2β))²
+    torch.testing.assert_close(ipo_loss(c, c, c, c, cm, cm, beta=beta), torch.tensor(1 / (2 * beta) ** 2, dtype=D))
 
 
 # ---------------------------------------------------------------- Exercise 3

@@ -83,7 +83,7 @@ def test_the_lab_scores_with_the_functions_it_is_given():
 def test_run_method_returns_finite_fractions(pairs, method):
     train, test = pairs
     r = pl.run_method(method, train, test, steps=2, logps=ref.sequence_logps, per_device_train_batch_size=4)
-    for key in ("reward acc", "exact match"):
+    for key in ("ranking acc", "exact match"):
         assert 0.0 <= r[key] <= 1.0 and math.isfinite(r[key]), (key, r)
         assert r[key] * len(test) == pytest.approx(round(r[key] * len(test))), "a fraction of the 6 test rows"
     assert r["train s"] > 0
@@ -137,8 +137,9 @@ def test_benchmark_writes_markdown_and_png(tmp_path):
             "4",
             "--memory-steps",
             "1",
-            "--sweep",
-            "KTO:1e-4",
+            "--grid",
+            "SimPO:1e-4",
+            "SimPO:2e-4",
         ]
     )
     assert rc == 0
@@ -156,11 +157,34 @@ def test_benchmark_writes_markdown_and_png(tmp_path):
         "step time",
         "| SimPO |",
         "| base (no training) |",
-        "| reward acc |",
+        "| ranking acc |",
         "held-out wording",
         "reference weights (MB)",
-        "What else was tried",
-        "| KTO | 0.0001 | 0.1 | 2 |",
+        "Tuning on the validation pairs",
+        "| SimPO | 0.0001 | 2 | 2 |",
+        "**chosen**",
+        "scored once on the 4 test pairs",
     ):
         assert needle in text, needle
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@needs_tiny_lm
+def test_trl_memory_measurement_runs_every_case_on_cpu(pairs):
+    """The spark cell's measurement, on the tiny course LM on CPU (the GB fields need CUDA and are None)."""
+    from sparkcourse.models import load_tiny_lm
+
+    def build(dtype):
+        model, tok = load_tiny_lm(dtype)
+        return model, tok, "tiny course LM"
+
+    rows = pl.measure_trl_memory(build, pairs[0].select(range(8)), steps=2, batch=2, max_length=64, warmup=1,
+                                 device="cpu")
+    assert [(r["tuning"], r["loss"]) for r in rows.values()] == list(pl.GPU_CASES)
+    full = [r for r in rows.values() if r["tuning"] == "full"]
+    lora = [r for r in rows.values() if r["tuning"] == "LoRA"]
+    assert all(r["trainable"] == r["params"] for r in full)  # full fine-tuning trains every weight
+    assert all(0 < r["trainable"] < r["params"] / 2 for r in lora)  # LoRA: the adapters only
+    assert all(r["peak GB"] is None and r["step s"] > 0 for r in rows.values())
+    assert "reference" in pl.format_trl_memory(rows)
