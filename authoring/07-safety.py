@@ -36,6 +36,7 @@
 # %% setup id=setup
 import base64
 import json
+import math
 import re
 import time
 
@@ -146,6 +147,10 @@ rates = attack_success_rate(TARGET, ATTACKS, safety_lab.judge)
 check_property(set(rates) == {"direct", "roleplay", "injection", "pii", "encoding", "overall"},
                f"expected one rate per category plus 'overall', got {sorted(rates)}")
 check_property(all(0 <= v <= 1 for v in rates.values()), "rates must lie in [0, 1]")
+toy = [{"category": "a", "prompt": "win", "document": None}] * 3 + [{"category": "b", "prompt": "lose", "document": None}]
+toy_rates = attack_success_rate(lambda prompt, documents: prompt, toy, lambda response, attack: response == "win")
+check_number(toy_rates["overall"], 0.75, name="overall ASR of 3 wins in category a and 1 loss in b "
+             "(over all attacks, not the mean of the category rates)")
 ### BEGIN HIDDEN TESTS
 import random
 import zlib
@@ -577,6 +582,8 @@ for i, lab in enumerate(CATEGORIES):
 prec, rec, rate = threshold_curve([0.1, 0.4, 0.8, 0.9], [0, 1, 0, 1], [0.5])
 check_close(np.concatenate([prec, rec, rate]), np.array([0.5, 0.5, 0.5]),
             name="(precision, recall, flag_rate) at t=0.5 on a toy example")
+check_close(np.concatenate(threshold_curve([0.2, 0.5], [0, 1], [0.5])), np.array([1.0, 1.0, 0.5]),
+            name="a score equal to the threshold is flagged (p >= t)")
 ### BEGIN HIDDEN TESTS
 from sklearn.metrics import precision_score, recall_score
 
@@ -701,6 +708,9 @@ toy = [{"mc1_labels": [0, 1], "mc1_logprobs": [-2.0, -1.0], "mc2_labels": [1, 0]
 got = truthfulqa_scores(toy)
 check_number(got["mc1"], 1.0, name="MC1 on a toy item")
 check_number(got["mc2"], 0.5, name="MC2 on a toy item (equal probabilities, one of two true)")
+far = [{**toy[0], "mc2_logprobs": [-800.0, -801.0]}]
+check_number(truthfulqa_scores(far)["mc2"], 1 / (1 + math.exp(-1)), rtol=1e-9,
+             name="MC2 with log-probs near -800 (exp underflows to 0 in float64: work in log space)")
 ### BEGIN HIDDEN TESTS
 from sparkcourse.reference import w07_safety as ref
 

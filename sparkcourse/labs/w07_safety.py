@@ -338,16 +338,21 @@ def answer_logprobs(model, tokenizer, prompt: str, answers: Sequence[str], devic
     """
     import torch
 
-    out = []
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    for answer in answers:
-        answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([bos + prompt_ids + answer_ids], device=device)
-        with torch.no_grad():
-            logits = model(ids).logits.float()
-        logp = torch.log_softmax(logits[0, :-1], dim=-1).gather(1, ids[0, 1:, None])[:, 0]
-        out.append(float(logp[-len(answer_ids):].sum()))
+    answer_ids = [tokenizer(" " + a, add_special_tokens=False)["input_ids"] for a in answers]
+    seqs = [bos + prompt_ids + a for a in answer_ids]
+    width = max(map(len, seqs))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([q + [pad] * (width - len(q)) for q in seqs], device=device)  # right padding: one batch
+    mask = torch.tensor([[1] * len(q) + [0] * (width - len(q)) for q in seqs], device=device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]  # token t+1 from t
+    out = []
+    for i, a in enumerate(answer_ids):
+        end = len(seqs[i]) - 1  # positions of the answer's tokens in the shifted row
+        out.append(float(logp[i, end - len(a):end].sum()))
     return out
 
 
