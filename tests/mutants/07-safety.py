@@ -127,7 +127,7 @@ replace <<<
 ===
     text = re.sub(r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b",
 >>>
-delete phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"
+delete phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}"
 delete r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
 replace return re.sub(phone, "[PHONE]", text) => return re.sub(r"\b\d{3}-\d{3}-\d{4}\b", "[PHONE]", text)
 
