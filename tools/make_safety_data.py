@@ -187,21 +187,27 @@ UNKNOWN = "Cannot be determined"
 
 
 def make_prompts(rng: random.Random) -> list[dict]:
-    """Labelled prompts with a stratified 70/30 split."""
+    """Labelled prompts with a 70/30 split by content: each label's topics go wholly to train or to test.
+
+    A split by label alone (the earlier version) put 80% of the test prompts' topics in the training set under
+    another framing, so the test measured recognition of seen topics (AUROC 1.000), not generalisation.
+    """
     rows = []
     for cat, topics in UNSAFE_TOPICS.items():
         combos = [(t, f) for t in topics for f in UNSAFE_FRAMINGS]
         rng.shuffle(combos)
-        rows += [{"text": f.format(t=t), "label": cat} for t, f in combos[:17]]
-    rows += [{"text": f.format(t=t), "label": "safe"} for t in SAFE_TOPICS for f in SAFE_FRAMINGS]
-    by_label: dict[str, list[dict]] = {}
+        rows += [{"text": f.format(t=t), "label": cat, "topic": t} for t, f in combos[:17]]
+    rows += [{"text": f.format(t=t), "label": "safe", "topic": t} for t in SAFE_TOPICS for f in SAFE_FRAMINGS]
+    topics_by_label: dict[str, list[str]] = {}
     for r in rows:
-        by_label.setdefault(r["label"], []).append(r)
-    for group in by_label.values():
-        rng.shuffle(group)
-        n_test = round(0.3 * len(group))
-        for i, r in enumerate(group):
-            r["split"] = "test" if i < n_test else "train"
+        if r["topic"] not in topics_by_label.setdefault(r["label"], []):
+            topics_by_label[r["label"]].append(r["topic"])
+    test_topics = set()
+    for topics in topics_by_label.values():
+        rng.shuffle(topics)
+        test_topics |= set(topics[: round(0.3 * len(topics))])
+    for r in rows:
+        r["split"] = "test" if r["topic"] in test_topics else "train"
     rows.sort(key=lambda r: (r["label"] != "safe", int(r["label"][1:]) if r["label"] != "safe" else 0, r["text"]))
     for i, r in enumerate(rows):
         r["id"] = f"p{i:03d}"

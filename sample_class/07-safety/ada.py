@@ -26,7 +26,8 @@ def attack_success_rate(target, attacks, judge):
     return res
 
 # %% answer id=pii
-# Luhn with divmod, one combined phone pattern built from a list.
+# Luhn with divmod, one combined phone pattern built from a list (international: 3-5 groups after `+`,
+# the country code counted as the first).
 def luhn_valid(number):
     s = str(number)
     if re.fullmatch(r"\d(?:[ -]?\d)*", s) is None:
@@ -40,8 +41,7 @@ def luhn_valid(number):
 
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-PHONES = [r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,4}){2,3}", r"\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}",
-          r"\d{3}[.-]\d{3}[.-]\d{4}"]
+PHONES = [r"\+\d{1,3}(?:[ .-]\d{1,4}){3,5}", r"\(\d{3}\) ?\d{3}-\d{4}", r"\d{3}([.-])\d{3}\1\d{4}"]
 
 
 def redact_pii(text):
@@ -51,7 +51,8 @@ def redact_pii(text):
     return re.sub(r"(?<![\w+])(?:" + "|".join(PHONES) + r")(?![\w-])", "[PHONE]", text)
 
 # %% answer id=guard
-# Own rails: a normaliser with a leet table, a list of jailbreak phrases, an injection regex.
+# Own rails: a normaliser with a leet table, a list of jailbreak phrases, the content rail at 0.6 on
+# requests found by a regex, an injection regex.
 JAIL = ("no rules", "developer mode", "you are dan", " dan,", " dan ")
 
 
@@ -69,6 +70,9 @@ def _normal(prompt):
 def guarded_assistant(prompt, documents=()):
     text = _normal(prompt)
     if "harmful request" in text or any(j in f" {text} " for j in JAIL):
+        return REFUSAL
+    request = re.search(r"\[placeholder:[^\]]*\]", prompt, re.I)
+    if request and RAIL.p_unsafe(prompt) > 0.6:  # a stricter threshold: fewer false refusals, a few misses
         return REFUSAL
     clean = [d for d in documents if not re.search(r"ignore (all )?(previous|prior)|access code", d, re.I)]
     return redact_pii(TARGET(prompt, clean))

@@ -50,7 +50,7 @@ def redact_pii(text):
     text = re.sub(r"\b[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b", "[EMAIL]", text)
     text = re.sub(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])",
                   lambda m: "[CARD]" if luhn_valid(m.group()) else m.group(), text)
-    phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"
+    phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}"
              r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
     return re.sub(phone, "[PHONE]", text)
 
@@ -66,6 +66,8 @@ def guarded_assistant(prompt, documents=()):
             pass
     norm = " ".join([prompt, *decoded]).lower().translate(str.maketrans("43015", "aeois"))
     if "harmful request" in norm or re.search(r"\b(dan|no rules|developer mode)\b", norm):
+        return REFUSAL
+    if "[placeholder:" in prompt.lower() and RAIL.p_unsafe(prompt) >= 0.5:
         return REFUSAL
     injected = re.compile(r"ignore (all |any )?(previous|prior|above) instructions|access code|system prompt", re.I)
     docs = [d for d in documents if not injected.search(d)]

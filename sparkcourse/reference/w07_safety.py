@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
-
-from sparkcourse.labs.w07_safety import decode_base64_blobs
 
 # ---- 1. Red teaming ----------------------------------------------------------------------------------
 
@@ -61,7 +60,7 @@ EMAIL_RE = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
 CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d-])")
 PHONE_RE = re.compile(
     r"(?<![\w+])(?:"
-    r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"  # international: +44 20 7946 0958, +1 212 555 0187
+    r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}"  # international: +44 20 7946 0958, +33 1 23 45 67 89
     r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}"  # (415) 555-0134
     r"|\d{3}[.-]\d{3}[.-]\d{4}"  # 415-555-0134, 415.555.0134
     r")(?![\w-])"
@@ -81,14 +80,29 @@ INJECTION_RE = re.compile(r"ignore (all |any )?(the )?(previous|prior|above) (in
                           r"access code", re.I)
 
 
+def decode_base64_blobs(text: str) -> list[str]:
+    """UTF-8 texts of the base64 blobs (12 characters or more) in ``text``; blobs that do not decode are skipped."""
+    out = []
+    for blob in re.findall(r"[A-Za-z0-9+/]{12,}={0,2}", text):
+        try:
+            out.append(base64.b64decode(blob, validate=True).decode())
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return out
+
+
 def normalise(prompt: str) -> str:
     """Lower case, undo leetspeak and append decoded base64: what a filter should look at."""
     return " ".join([prompt, *decode_base64_blobs(prompt)]).lower().translate(_DELEET)
 
 
-def guarded(target: Callable, refusal: str, prompt: str, documents: Sequence[str] = ()) -> str:
-    """Input rails (harmful topic after normalising, jailbreak), retrieval rail (injection), output rail (PII)."""
+def guarded(target: Callable, refusal: str, prompt: str, documents: Sequence[str] = (),
+            p_unsafe: Callable[[str], float] | None = None, threshold: float = 0.5) -> str:
+    """Input rails (harmful marker after normalising, jailbreak, then the content rail ``p_unsafe`` on prompts that
+    carry a ``[placeholder: ...]`` request), retrieval rail (injection), output rail (PII)."""
     if "harmful request" in normalise(prompt) or JAILBREAK_RE.search(prompt):
+        return refusal
+    if p_unsafe is not None and "[placeholder:" in prompt.lower() and p_unsafe(prompt) >= threshold:
         return refusal
     docs = [d for d in documents if not INJECTION_RE.search(d)]
     return redact_pii(target(prompt, docs))

@@ -127,7 +127,7 @@ replace <<<
 ===
     text = re.sub(r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b",
 >>>
-delete phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,3}"
+delete phone = (r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}"
 delete r"|\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?![\w-])")
 replace return re.sub(phone, "[PHONE]", text) => return re.sub(r"\b\d{3}-\d{3}-\d{4}\b", "[PHONE]", text)
 
@@ -568,7 +568,7 @@ replace <<<
         "ethical_considerations": "Placeholders only, synthetic fairness data.",
 >>>
 
-# %% variant name=variant_redteam_and_pii cell=pii
+# %% variant name=variant_pii_pattern_list cell=pii
 def luhn_valid(number):
     s = str(number)
     if re.fullmatch(r"\d(?:[ -]?\d)*", s) is None:
@@ -582,7 +582,7 @@ def luhn_valid(number):
 
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-PHONES = [r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,4}){2,3}", r"\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}",
+PHONES = [r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,4}){2,4}", r"\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}",
           r"\d{3}[.-]\d{3}[.-]\d{4}"]
 
 
@@ -644,3 +644,125 @@ def mitigate(X, y, A):
     eg = ExponentiatedGradient(LogisticRegression(max_iter=1000), DemographicParity(difference_bound=0.01))
     eg.fit(X, y, sensitive_features=A)
     return lambda X_new, A_new: eg.predict(X_new, random_state=0)
+
+# %% mutant name=pii_french_phone_partial cell=pii fails=test_redact_pii
+replace (?:[ .-]?\d{2,4}){2,4}" => (?:[ .-]?\d{2,4}){2,3}"
+
+# %% mutant name=pii_email_lowercase_only cell=pii fails=test_redact_pii
+replace r"\b[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b" => r"\b[a-z0-9.+-]+@(?:[a-z0-9-]+\.)+[a-z]{2,}\b"
+
+# %% mutant name=guard_matches_the_marker_only cell=guard fails=test_guard
+delete if "[placeholder:" in prompt.lower() and RAIL.p_unsafe(prompt) >= 0.5:
+replace <<<
+        return REFUSAL
+    injected = re.compile(r"ignore (all |any )?(previous|prior|above) instructions|access code|system prompt", re.I)
+===
+    injected = re.compile(r"ignore (all |any )?(previous|prior|above) instructions|access code|system prompt", re.I)
+>>>
+
+# %% mutant name=guard_refuses_every_placeholder cell=guard fails=test_guard
+replace if "[placeholder:" in prompt.lower() and RAIL.p_unsafe(prompt) >= 0.5: => if "[placeholder:" in prompt.lower():
+
+# %% variant name=variant_redteam_itertools cell=redteam
+import itertools
+from collections import Counter
+
+
+def expand_attacks(templates, seeds, mutators):
+    out = []
+    for (ti, t), (si, s), (name, fn) in itertools.product(enumerate(templates), enumerate(seeds), mutators.items()):
+        doc = t.get("document")
+        out.append(dict(category=t["category"], template=ti, seed=si, mutator=name,
+                        prompt=fn(t["prompt"].format(**s)), document=None if doc is None else doc.format(**s)))
+    return out
+
+
+def attack_success_rate(target, attacks, judge):
+    n, won = Counter(), Counter()
+    for a in attacks:
+        response = target(a["prompt"], [a["document"]] if a["document"] is not None else [])
+        n[a["category"]] += 1
+        won[a["category"]] += int(bool(judge(response, a)))
+    rates = {c: won[c] / n[c] for c in n}
+    rates["overall"] = sum(won.values()) / len(attacks)
+    return rates
+
+# %% variant name=variant_guard_rule_table cell=guard
+import binascii
+
+_LEET = {"4": "a", "3": "e", "0": "o", "1": "i", "5": "s"}
+_INPUT_RULES = [re.compile(r"harmful request"), re.compile(r"\bdan\b"), re.compile(r"no rules"),
+                re.compile(r"developer mode")]
+_DOC_RULES = re.compile(r"ignore\W+(all\W+|any\W+)?(previous|prior|above)\W+instructions|access code", re.I)
+
+
+def _views(prompt):
+    yield prompt
+    for blob in re.findall(r"[A-Za-z0-9+/]{12,}={0,2}", prompt):
+        try:
+            yield base64.b64decode(blob, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+
+
+def guarded_assistant(prompt, documents=()):
+    for view in _views(prompt):
+        norm = "".join(_LEET.get(ch, ch) for ch in view.lower())
+        if any(rule.search(norm) for rule in _INPUT_RULES):
+            return REFUSAL
+    if re.search(r"\[placeholder:", prompt, re.I) and RAIL.p_unsafe(prompt) >= 0.55:
+        return REFUSAL
+    return redact_pii(TARGET(prompt, [d for d in documents if not _DOC_RULES.search(d)]))
+
+# %% variant name=variant_classifier_pipeline_sklearn cell=classifier
+def fit_safety_classifier(X, y):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=5000)).fit(X, y)
+
+
+def per_category_pr(y_true, y_pred, labels):
+    import pandas as pd
+
+    df = pd.DataFrame({"t": np.asarray(y_true), "p": np.asarray(y_pred)})
+    out = {}
+    for lab in labels:
+        hit = ((df.t == lab) & (df.p == lab)).sum()
+        n_pred, n_true = (df.p == lab).sum(), (df.t == lab).sum()
+        out[lab] = (float(hit / n_pred) if n_pred else 0.0, float(hit / n_true) if n_true else 0.0)
+    return out
+
+
+def threshold_curve(p_unsafe, is_unsafe, thresholds):
+    p, y = np.asarray(p_unsafe, float), np.asarray(is_unsafe, bool)
+    order = np.argsort(-p, kind="stable")
+    p_sorted, tp_cum = p[order], np.cumsum(y[order])
+    prec, rec, rate = [], [], []
+    for t in thresholds:
+        k = int(np.searchsorted(-p_sorted, -t, side="right"))  # how many scores are >= t
+        tp = int(tp_cum[k - 1]) if k else 0
+        prec.append(tp / k if k else 1.0)
+        rec.append(tp / y.sum() if y.sum() else 0.0)
+        rate.append(k / len(p))
+    return np.array(prec), np.array(rec), np.array(rate)
+
+# %% variant name=variant_model_card_from_schema cell=model_card
+def build_model_card(m):
+    props = safety_lab.MODEL_CARD_SCHEMA["properties"]
+    figures = lambda keys: {k: float(m[k]) for k in keys if k != "mitigation"}  # noqa: E731
+    return {
+        "model_details": {"name": "Guarded HelpBot", "version": "2026.11", "type": "rules + linear probe",
+                          "date": "2026-11-29"},
+        "intended_use": "Measuring red-teaming, guardrail and fairness methods in a teaching lab.",
+        "out_of_scope_use": "Deciding anything about real customers, loans or content moderation.",
+        "training_data": {"description": "The course's labelled placeholder prompts (train split by topic).",
+                          "n_examples": max(1, int(m.get("n_train", 200)))},
+        "evaluation": figures(props["evaluation"]["required"]),
+        "fairness": {**figures(props["fairness"]["required"]),
+                     "mitigation": "ExponentiatedGradient under a demographic-parity constraint"},
+        "limitations": ["Rates come from synthetic placeholders and a deterministic target.",
+                        "The fairness data are simulated; real populations differ."],
+        "ethical_considerations": "No harmful text is generated; groups and labels are synthetic.",
+    }
