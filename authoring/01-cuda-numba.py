@@ -1062,7 +1062,7 @@ for name, threads, r, sm_bytes in (("tiled matmul 16x16", 256, 32, 2 * 16 * 16 *
     print(f"  {name:36s} {r:4d} regs: occupancy {occ:.2f} (limited by {limit})")
 if not SIMULATING:
     dev = cuda.get_current_device()
-    print(f"this GPU: {dev.MAX_THREADS_PER_MULTI_PROCESSOR} threads, {dev.MAX_REGISTERS_PER_MULTIPROCESSOR} registers, "
+    print(f"this GPU: {dev.MAX_THREADS_PER_MULTIPROCESSOR} threads, {dev.MAX_REGISTERS_PER_MULTIPROCESSOR} registers, "
           f"{dev.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR // 1024} KB shared memory per SM (8.9 prints the "
           "register-blocked kernel's register count)")
 

@@ -858,6 +858,8 @@ def hardware_matmuls(M=2048, K=4096, N=4096, device="cuda"):
         xq, sx = fp8_quantize(x)
         wq, sw = fp8_quantize(w)
         xq, wq = xq.to(device), wq.to(device)
+        # the scales go to the GPU once: a Python float or CPU tensor would be copied (and synchronised) per call
+        sx, sw = (torch.as_tensor(s, dtype=torch.float32, device=device) for s in (sx, sw))
         got = gpu.scaled_mm_fp8(xq, wq, sx, sw)
         deq = (xq.bfloat16() * sx) @ (wq.bfloat16() * sw).T
         t = gpu.time_cuda(lambda: gpu.scaled_mm_fp8(xq, wq, sx, sw), warmup=25, repeats=50)
@@ -868,15 +870,16 @@ def hardware_matmuls(M=2048, K=4096, N=4096, device="cuda"):
     if device == "cuda" and gpu.fp4_supported(cc):
         px, bx, gx = nvfp4_quantize(x)
         pw, bw, gw = nvfp4_quantize(w)
-        px, pw = px.to(device), pw.to(device)
+        px, pw, bx, bw = px.to(device), pw.to(device), bx.to(device), bw.to(device)
+        gxf, gwf = float(gx), float(gw)  # once, not a device-to-host copy in every timed call
         try:
-            got = gpu.scaled_mm_nvfp4(px, bx, gx, pw, bw, gw)
+            got = gpu.scaled_mm_nvfp4(px, bx, gxf, pw, bw, gwf)
         except Exception as exc:  # a torch/cuBLAS build without NVFP4 for this GPU: say so, do not crash
             print(f"NVFP4 path failed on {where}: {str(exc).splitlines()[0][:160]}")
             return
-        dx = nvfp4_dequantize(px.cpu(), bx, gx, K).to(device).bfloat16()
-        dw = nvfp4_dequantize(pw.cpu(), bw, gw, K).to(device).bfloat16()
-        t = gpu.time_cuda(lambda: gpu.scaled_mm_nvfp4(px, bx, gx, pw, bw, gw), warmup=25, repeats=50)
+        dx = nvfp4_dequantize(px.cpu(), bx.cpu(), gx, K).to(device).bfloat16()
+        dw = nvfp4_dequantize(pw.cpu(), bw.cpu(), gw, K).to(device).bfloat16()
+        t = gpu.time_cuda(lambda: gpu.scaled_mm_nvfp4(px, bx, gxf, pw, bw, gwf), warmup=25, repeats=50)
         print(f"NVFP4 _scaled_mm       {flop / t / 1e12:7.1f} TFLOP/s ({t_bf16 / t:.2f}x BF16); rel. error vs "
               f"dequantised BF16 {_rel(got, dx @ dw.T):.1e}, vs FP32 unquantised {_rel(got, exact):.1e}")
     elif device == "cuda":

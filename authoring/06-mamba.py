@@ -930,6 +930,9 @@ except NotImplementedError:
 # %%
 def prefill_memory(model, context, vocab):
     """(bytes still allocated after a prefill of `context` tokens, peak bytes during it, the cache), on CUDA."""
+    import gc
+
+    gc.collect()  # a previous prefill's output may still sit in a reference cycle: free it before the baseline
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
