@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -70,13 +71,53 @@ def plain_seconds(week: str, student: str = "ada") -> tuple[float, float]:
 
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of every finished child process so far (load-independent, unlike wall time)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def class_run(weeks: list[str], workers: int) -> dict:
+    """Grade each week's sample class with ``sparkcourse grade`` in a fresh course: wall time, the CPU time of the
+    grading processes, the load average, and every submission's per-cell scores (to compare runs)."""
+    from sparkcourse.gpu import load_average
+    from sparkcourse.grader import course
+
+    out = {}
+    for week in weeks:
+        with tempfile.TemporaryDirectory(dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else None) as tmp:
+            root = _course(Path(tmp), week)
+            load0, cpu0, t0 = load_average()[0], _children_cpu(), time.perf_counter()
+            results = course.grade(root, [week], progress=False, workers=workers)
+            wall, cpu, load1 = time.perf_counter() - t0, _children_cpu() - cpu0, load_average()[0]
+            table = course.report(root, show=False)
+            cells = {r.student: course.cell_scores(root, week, r.student) for r in results if r.ok}
+            out[week] = {"wall": round(wall, 1), "cpu": round(cpu, 1), "load": [round(load0, 1), round(load1, 1)],
+                         "submissions": len(results),
+                         "scores": {s: table.scores.get(s, {}).get(week) for s in sorted(table.scores)},
+                         "cells": cells}
+        print(week, {k: v for k, v in out[week].items() if k != "cells"}, flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the three measurements and print (or write) a markdown report."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--week", default="00-spark-capacity")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out")
+    p.add_argument("--class-run", metavar="JSON", help="grade the sample class of every week (or --weeks), write "
+                   "wall/CPU seconds, load and per-cell scores as JSON, and stop")
+    p.add_argument("--weeks", nargs="*", help="with --class-run: these weeks (default: every ready week)")
     args = p.parse_args(argv)
+    if args.class_run:
+        from sparkcourse import weeks as registry
+
+        names = args.weeks or [w.id for w in registry.ready(registry.registry_for(ROOT))]
+        Path(args.class_run).write_text(json.dumps(class_run(names, args.workers), indent=1))
+        return 0
     from sparkcourse.gpu import cpu_model, load_average
     from sparkcourse.grader import sandbox
 
