@@ -78,7 +78,18 @@ def _enter_namespaces(libc: ctypes.CDLL, mode: str) -> None:
 
 
 def _grader(args: list[str], cwd: str) -> int:
-    """H: ``nbgrader ARGS`` in this process (nbgrader's ``python -m nbgrader``), its exit status."""
+    """H: ``nbgrader ARGS`` in this process (nbgrader's ``python -m nbgrader``), its exit status. ``--probe``
+    instead prints what this process sees (its pid, parent, namespaces; tests), ``--probe crash`` crashes it,
+    ``--probe linger SECONDS`` leaves a ``sleep SECONDS`` behind."""
+    if args[:1] == ["--probe"]:
+        if args[1:] == ["crash"]:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if args[1:2] == ["linger"]:  # a process that tries to outlive the grading
+            subprocess.Popen(["sleep", *args[2:]], start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
+                          **{f"{ns}ns": os.readlink(f"/proc/self/ns/{ns}") for ns in ("net", "pid", "user")}}))
+        return 0
     from nbgrader.apps.nbgraderapp import NbGraderApp
 
     os.chdir(cwd)
