@@ -184,7 +184,7 @@ def _autograde_run(root: Path, a: str, s: str, timeout: float, prefix: tuple[str
     if pool is not None:
         try:
             reply = pool.run(args, root, timeout + 180, extra)
-        except RuntimeError:  # no worker (a platform without fork or /proc): a process, as before
+        except RuntimeError:  # no worker (a platform without fork or /proc), or it died: a process, as before
             reply = {"refused": True}
         if not reply.get("refused"):
             return subprocess.CompletedProcess(["nbgrader", *args], reply["rc"], reply["out"])

@@ -301,41 +301,57 @@ class Worker:
 
 
 class WorkerPool:
-    """Up to ``size`` workers, started on first use, each grading one submission at a time."""
+    """``size`` workers, started together (their imports overlap), each grading one submission at a time."""
 
     def __init__(self, size: int, mode: str, env: dict[str, str]) -> None:
-        """No worker starts before it is needed."""
+        """Start the workers; one that cannot start is left out (``run`` raises RuntimeError when none could)."""
         import queue
+        from concurrent.futures import ThreadPoolExecutor
 
         self.size, self.mode, self.env = size, mode, env
         self._idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
         self._all: list[Worker] = []
         self._lock = threading.Lock()
+        with ThreadPoolExecutor(max_workers=size) as threads:
+            started = list(threads.map(lambda _: self._start(), range(size)))
+        for worker in started:
+            if worker is not None:
+                self._all.append(worker)
+                self._idle.put(worker)
+
+    def _start(self) -> Worker | None:
+        try:
+            return Worker(self.mode, self.env)
+        except (OSError, RuntimeError):
+            return None
 
     def _take(self) -> Worker:
         import queue
 
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if len(self._all) < self.size:
-                worker = Worker(self.mode, self.env)
-                self._all.append(worker)
-                return worker
-        return self._idle.get()
+        while True:
+            with self._lock:
+                if not self._all:
+                    raise RuntimeError("no grading worker could start")
+            try:
+                return self._idle.get(timeout=1)
+            except queue.Empty:
+                continue
 
     def run(self, args: list[str], cwd: Path, timeout: float | None, env: dict[str, str]) -> dict:
-        """Grade on an idle worker; a worker that died is replaced (its job is reported as failed)."""
+        """Grade on an idle worker; a worker that died is replaced (its job raises: the caller grades it the old
+        way)."""
         worker = self._take()
         try:
             reply = worker.run(args, cwd, timeout, env)
-        except Exception:
+        except Exception as exc:
             worker.kill()
+            replacement = self._start()
             with self._lock:
                 self._all.remove(worker)
-            raise
+                if replacement is not None:
+                    self._all.append(replacement)
+                    self._idle.put(replacement)
+            raise RuntimeError(f"grading worker failed: {exc}") from exc
         self._idle.put(worker)
         return reply
 
