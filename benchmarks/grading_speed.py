@@ -204,7 +204,7 @@ def breakdown_once(root: Path, week: str, student: str, fork: bool) -> dict:
     return {"load": round(load, 1), "wall": wall, "cpu": cpu, "phases": phases}
 
 
-def breakdown(week: str, repeats: int, student: str = "ada") -> dict:
+def breakdown(week: str, repeats: int, student: str = "ada", modes: tuple[str, ...] = ("process", "fork")) -> dict:
     """Medians over ``repeats`` instrumented gradings of one submission, per process and per worker fork."""
     import statistics
 
@@ -214,7 +214,7 @@ def breakdown(week: str, repeats: int, student: str = "ada") -> dict:
     with tempfile.TemporaryDirectory(dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else None) as tmp:
         root = _course(Path(tmp), week)
         course.grade(root, [week], progress=False, workers=1, students=[])  # the gradebook records, as in a run
-        for fork in (False, True):
+        for fork in [m == "fork" for m in modes]:
             runs = [breakdown_once(root, week, student, fork) for _ in range(repeats)]
             out["worker fork" if fork else "process"] = {
                 "loads": [r["load"] for r in runs],
@@ -267,19 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="repeats of the one-submission measurements (medians)")
     p.add_argument("--breakdown", metavar="JSON", help="where one submission's grading time goes (instrumented, "
                    "--repeats times, per process and per worker fork): write JSON, print a table, and stop")
+    p.add_argument("--modes", nargs="+", default=["process", "fork"], choices=["process", "fork"],
+                   help="with --breakdown: a new process per submission (plain nbgrader), a worker's fork, or both")
     p.add_argument("--single", metavar="JSON", help="nbconvert --execute vs sparkcourse grade of ada's notebook "
                    "alone, --repeats times: write JSON, print a table, and stop")
     args = p.parse_args(argv)
     if args.breakdown:
-        got = breakdown(args.week, args.repeats)
+        got = breakdown(args.week, args.repeats, modes=tuple(args.modes))
         Path(args.breakdown).write_text(json.dumps(got, indent=1))
-        names = list(got["process"]["phases"])
-        print("| phase | per process | per worker fork |\n|---|---|---|")
-        for n in names:
-            print(f"| {n} | {got['process']['phases'][n]:.2f} | {got['worker fork']['phases'][n]:.2f} |")
+        cols = list(got)
+        print(f"| phase | {' | '.join(cols)} |\n|---|{'---|' * len(cols)}")
+        for n in got[cols[0]]["phases"]:
+            print(f"| {n} | {' | '.join(format(got[c]['phases'][n], '.2f') for c in cols)} |")
         for key in ("wall", "cpu"):
-            print(f"| total {key} | {got['process'][key]:.1f} | {got['worker fork'][key]:.1f} |")
-        print(f"| load (1 min) at each repeat | {got['process']['loads']} | {got['worker fork']['loads']} |")
+            print(f"| total {key} | {' | '.join(f'{got[c][key]:.1f}' for c in cols)} |")
+        print(f"| load (1 min) at each repeat | {' | '.join(str(got[c]['loads']) for c in cols)} |")
         return 0
     if args.single:
         import statistics
