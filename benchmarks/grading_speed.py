@@ -142,8 +142,7 @@ def run():
     r = resource.getrusage(resource.RUSAGE_SELF)
     c = resource.getrusage(resource.RUSAGE_CHILDREN)
     sys.stderr.write("[breakdown] " + json.dumps({"T": T, "acc": acc, "cpu_self": r.ru_utime + r.ru_stime,
-                                                  "cpu_children": c.ru_utime + c.ru_stime}) + "
-")
+                                                  "cpu_children": c.ru_utime + c.ru_stime}) + "\n")
     sys.stderr.flush()
 if sys.argv[1] == "fork":  # as a grading worker does: imports done once, each submission in a fresh fork
     pid = os.fork()
