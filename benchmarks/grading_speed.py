@@ -59,7 +59,9 @@ def plain_seconds(week: str, student: str = "ada", repeats: int = 1) -> list[dic
     rows = []
     with tempfile.TemporaryDirectory(dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else None) as tmp:
         root = _course(Path(tmp), week)
-        course.grade(root, [week], progress=False, workers=1, students=[])  # the pre-flight, cached afterwards
+        from sparkcourse.grader.sandbox import isolation_prefix
+
+        course.preflight(root, [week], course.NOTEBOOK_TIMEOUT, isolation_prefix()[0], 1)  # cached afterwards
         nb = root / "submitted" / student / week / f"{week}.ipynb"
         work = Path(tmp) / "plain"
         work.mkdir()
@@ -207,12 +209,10 @@ def breakdown(week: str, repeats: int, student: str = "ada", modes: tuple[str, .
     """Medians over ``repeats`` instrumented gradings of one submission, per process and per worker fork."""
     import statistics
 
-    from sparkcourse.grader import course
 
     out = {}
     with tempfile.TemporaryDirectory(dir="/var/tmp" if os.access("/var/tmp", os.W_OK) else None) as tmp:
         root = _course(Path(tmp), week)
-        course.grade(root, [week], progress=False, workers=1, students=[])  # the gradebook records, as in a run
         for fork in [m == "fork" for m in modes]:
             runs = [breakdown_once(root, week, student, fork) for _ in range(repeats)]
             out["worker fork" if fork else "process"] = {
