@@ -358,7 +358,7 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
     prefix, how = isolation_prefix()
     _gradebook_wal(root)
     try:
-        with _worker_pool(workers, prefix, timeout) as pool:
+        with _worker_pool(root, workers, prefix, timeout) as pool:
             preflight(root, sorted({a for a, _ in jobs}), timeout, prefix, workers, pool)
             results += _grade_jobs(root, jobs, timeout, prefix, workers, progress, pool)
     finally:
@@ -371,14 +371,16 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
     return results
 
 
-def _worker_pool(workers: int, prefix: tuple[str, ...], timeout: float) -> contextlib.AbstractContextManager:
+def _worker_pool(root: Path, workers: int, prefix: tuple[str, ...], timeout: float
+                 ) -> contextlib.AbstractContextManager:
     """Long-lived grading workers, one per slot (``sparkcourse.grader.worker``); none with
     SPARKCOURSE_GRADE_WORKERS=0 (a new nbgrader process per submission, as plain nbgrader does)."""
     from sparkcourse.grader.worker import WorkerPool, mode_of
 
     if os.environ.get("SPARKCOURSE_GRADE_WORKERS", "1") == "0" or not hasattr(os, "fork"):
         return contextlib.nullcontext(None)
-    return WorkerPool(workers, mode_of(prefix), _nbgrader_env({"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}))
+    return WorkerPool(workers, mode_of(prefix), _nbgrader_env({"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}),
+                      cwd=root)
 
 
 def _grade_jobs(root: Path, jobs: list[tuple[str, str]], timeout: float, prefix: tuple[str, ...], workers: int,

@@ -262,11 +262,12 @@ def serve(mode: str) -> int:
 class Worker:
     """One worker process, driven over its stdin/stdout."""
 
-    def __init__(self, mode: str, env: dict[str, str]) -> None:
-        """Start the worker and wait until its imports are done."""
+    def __init__(self, mode: str, env: dict[str, str], cwd: Path | None = None) -> None:
+        """Start the worker (in the course root: ``-m`` puts it first on ``sys.path``, as ``python -m nbgrader``
+        there did) and wait until its imports are done."""
         self.proc = subprocess.Popen([sys.executable, "-m", "sparkcourse.grader.worker", mode], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=cwd)
         first = self.proc.stdout.readline() if self.proc.stdout else ""
         if not first.startswith('{"ready"'):
             self.close()
@@ -303,12 +304,12 @@ class Worker:
 class WorkerPool:
     """``size`` workers, started together (their imports overlap), each grading one submission at a time."""
 
-    def __init__(self, size: int, mode: str, env: dict[str, str]) -> None:
+    def __init__(self, size: int, mode: str, env: dict[str, str], cwd: Path | None = None) -> None:
         """Start the workers; one that cannot start is left out (``run`` raises RuntimeError when none could)."""
         import queue
         from concurrent.futures import ThreadPoolExecutor
 
-        self.size, self.mode, self.env = size, mode, env
+        self.size, self.mode, self.env, self.cwd = size, mode, env, cwd
         self._idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
         self._all: list[Worker] = []
         self._lock = threading.Lock()
@@ -321,7 +322,7 @@ class WorkerPool:
 
     def _start(self) -> Worker | None:
         try:
-            return Worker(self.mode, self.env)
+            return Worker(self.mode, self.env, self.cwd)
         except (OSError, RuntimeError):
             return None
 
