@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.breakdown).write_text(json.dumps(got, indent=1))
         cols = list(got)
         print(f"| phase | {' | '.join(cols)} |\n|---|{'---|' * len(cols)}")
-        for n in got[cols[0]]["phases"]:
-            print(f"| {n} | {' | '.join(format(got[c]['phases'][n], '.2f') for c in cols)} |")
+        for i, n in enumerate(got[cols[0]]["phases"]):
+            print(f"| {n} | {' | '.join(format(list(got[c]['phases'].values())[i], '.2f') for c in cols)} |")
         for key in ("wall", "cpu"):
             print(f"| total {key} | {' | '.join(f'{got[c][key]:.1f}' for c in cols)} |")
         print(f"| load (1 min) at each repeat | {' | '.join(str(got[c]['loads']) for c in cols)} |")

@@ -139,6 +139,7 @@ class SandboxKernel(IPythonKernel):
         self._builtins = dict(vars(builtins))
         self._modules: dict[str, tuple[types.ModuleType, dict]] = {}
         self._protected: dict[str, object] = {}
+        self._frozen = False
         self._snapshot_modules()
         sh = self.shell
         self._hooks = {name: list(getattr(sh, name)) for name in
@@ -216,12 +217,7 @@ class SandboxKernel(IPythonKernel):
         sys.settrace(None)
         sys.setprofile(None)
         sys.last_type = sys.last_value = sys.last_traceback = None  # a failed cell's frames keep memory
-        # Garbage (and the finalizers of the student's cyclic garbage) goes now, before the locked cell runs. What
-        # survives is frozen: later collections scan only what is newer, so this costs milliseconds, not the
-        # ~0.5 s a full pass over torch's objects takes before every test cell (a frozen object that becomes
-        # garbage later is never collected: a little memory, and no finalizer of it runs in a test either).
-        gc.collect()
-        gc.freeze()
+        gc.collect()  # (cheap: what the set-up cell imported is frozen, see _after_cell)
         threading.settrace(None)
         threading.setprofile(None)
 
@@ -313,6 +309,14 @@ class SandboxKernel(IPythonKernel):
                 self._protected[k] = v
         self._snapshot_modules()
         self._builtins.update({k: v for k, v in list(vars(builtins).items()) if k not in self._builtins})
+        if not self._frozen:
+            # After the first locked cell (the set-up: torch, numpy, the course's modules imported), what is alive
+            # is frozen: the full collection before every later locked cell then scans only newer objects
+            # (milliseconds, not the ~0.5 s a pass over torch's objects takes). Everything created after the
+            # set-up is collected exactly as before; what the set-up made stays, as it would anyway.
+            self._frozen = True
+            gc.collect()
+            gc.freeze()
         sys.last_type = sys.last_value = sys.last_traceback = None  # a failed test's frames
 
 

@@ -14,7 +14,8 @@ def block_sum(x, partial):
 # %% answer id=hist_shared
 @cuda.jit
 def hist_shared(data, bins):
-    # every simulated thread grabs memory until the sandbox's cap says no
-    hoard = []
-    while True:
-        hoard.append(bytearray(64 * 1024 * 1024))
+    # one simulated thread grabs memory until the sandbox's cap says no, while the others run
+    if cuda.threadIdx.x == 0 and cuda.blockIdx.x == 0:
+        hoard = []
+        while True:
+            hoard.append(bytearray(64 * 1024 * 1024))
