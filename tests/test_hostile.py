@@ -3,7 +3,7 @@ no other student's result changes, nothing leaks into feedback, and the grader's
 
 The battery grades week 00 with two workers and a 30 s cell limit (one class run: 4-8 minutes on 2 shared cores).
 A GPU week runs its kernels in numba's CUDA simulator, a thread per GPU thread: ``tests/hostile/01-cuda-numba/``
-crashes and exhausts memory from inside simulated kernels, graded next to the honest ada (a minute more)."""
+crashes the kernel from inside a simulated GPU thread, graded next to the honest ada (a minute or two more)."""
 
 from __future__ import annotations
 
@@ -336,8 +336,8 @@ def gpu_battery(tmp_path_factory) -> Battery:
 
 @pytest.mark.parametrize("case", GPU_CASES)
 def test_gpu_week_hostile_submission_is_graded_right(gpu_battery, case):
-    """A crash or a memory bomb inside simulated GPU threads costs only the cells it broke: the kernel is restarted,
-    the earlier simulator cells are run again, and every later cell is graded."""
+    """A crash inside simulated GPU threads costs only the cell it broke: the kernel is restarted, the earlier
+    simulator cells are run again, and every later cell is graded."""
     assert gpu_battery.results[case].ok, gpu_battery.results[case].message[-2000:]
     zero = set((HOSTILE / GPU_WEEK / f"{case}.py").read_text().splitlines()[0].split(":", 1)[1].split())
     got = gpu_battery.scores[case]
