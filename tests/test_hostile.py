@@ -1,7 +1,9 @@
 """Hostile submissions: each is graded right (honest parts score, cheating scores 0), the class run completes,
 no other student's result changes, nothing leaks into feedback, and the grader's files are untouched.
 
-The battery grades week 00 with two workers and a 30 s cell limit (one class run: 4-8 minutes on 2 shared cores)."""
+The battery grades week 00 with two workers and a 30 s cell limit (one class run: 4-8 minutes on 2 shared cores).
+A GPU week runs its kernels in numba's CUDA simulator, a thread per GPU thread: ``tests/hostile/01-cuda-numba/``
+crashes the kernel from inside a simulated GPU thread, graded next to the honest ada (a minute or two more)."""
 
 from __future__ import annotations
 
@@ -291,3 +293,59 @@ def test_plain_autograde_kernel_has_no_network(battery):
             shutil.rmtree(battery.root / folder / student, ignore_errors=True)
     assert "network isolated in the kernel" in proc.stdout, proc.stdout[-3000:]
     check_net_probe(out, hits, host)
+
+
+# ---- a GPU week: kernels run in numba's CUDA simulator, a thread per GPU thread ----------------------------------
+
+GPU_WEEK = "01-cuda-numba"
+GPU_CASES = sorted(p.stem for p in (HOSTILE / GPU_WEEK).glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def gpu_battery(tmp_path_factory) -> Battery:
+    """Week 01's honest ada and its hostile cases, graded together with two workers."""
+    var_tmp = Path("/var/tmp")
+    if var_tmp.is_dir() and os.access(var_tmp, os.W_OK):
+        root = Path(tempfile.mkdtemp(prefix="sparkcourse-hostile-gpu-", dir=var_tmp))
+        request_cleanup.append(root)
+    else:
+        root = tmp_path_factory.mktemp("hostile-gpu")
+    shutil.copy2(ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    for name in ("source", "sample_class"):
+        shutil.copytree(ROOT / name / GPU_WEEK, root / name / GPU_WEEK)
+    with open(root / "nbgrader_config.py", "a") as fh:
+        fh.write("\nc.Execute.timeout = 30\nc.SandboxedExecute.memory_mb = 3072\n")
+    assert all(r.ok for r in course.build(root, [GPU_WEEK]))
+    release = nbformat.read(root / "release" / GPU_WEEK / f"{GPU_WEEK}.ipynb", as_version=4)
+    honest = authoring.read_answers(ROOT / "sample_class" / GPU_WEEK / "ada.py")
+    for student in ["ada", *GPU_CASES]:
+        extra = {} if student == "ada" else authoring.read_answers(HOSTILE / GPU_WEEK / f"{student}.py")
+        answers = {**honest, **extra}
+        nb = nbformat.from_dict(json.loads(json.dumps(release)))
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in answers:
+                cell.source = answers[gid]
+        target = root / "submitted" / student / GPU_WEEK / f"{GPU_WEEK}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(nb, target)
+    results = {r.student: r for r in course.grade(root, [GPU_WEEK], progress=False, workers=2)}
+    scores = {s: course.cell_scores(root, GPU_WEEK, s) for s, r in results.items() if r.ok}
+    return Battery(root, results, scores, {}, {})
+
+
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_gpu_week_hostile_submission_is_graded_right(gpu_battery, case):
+    """A crash inside simulated GPU threads costs only the cell it broke: the kernel is restarted, the earlier
+    simulator cells are run again, and every later cell is graded."""
+    assert gpu_battery.results[case].ok, gpu_battery.results[case].message[-2000:]
+    zero = set((HOSTILE / GPU_WEEK / f"{case}.py").read_text().splitlines()[0].split(":", 1)[1].split())
+    got = gpu_battery.scores[case]
+    assert zero <= set(got), f"unknown grade ids in {case}: {zero - set(got)}"
+    wrong = {g: s for g, s in got.items() if s[0] != (0 if g in zero else s[1])}
+    assert not wrong, f"{case}: cells graded wrong (score, max): {wrong}"
+
+
+def test_gpu_week_honest_student_is_unaffected(gpu_battery):
+    got = gpu_battery.scores["ada"]
+    assert all(s == m for s, m in got.values()), got

@@ -281,3 +281,41 @@ def test_the_kernel_has_a_network_of_its_own():
     finally:
         hits = [listener.close() for listener in listeners]
     check_net_probe(out, hits, host)
+
+
+# ---- grading workers -------------------------------------------------------------------------------------------
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_each_submission_gets_fresh_namespaces_from_a_worker():
+    """`sparkcourse grade`'s long-lived worker forks one grader per submission: each in new network and PID
+    namespaces of its own (the grader as PID 2 under the namespace's PID 1), not the worker's or the caller's; a
+    process a grading leaves behind dies with it; a grader that crashes costs its own job, and the worker grades
+    the next."""
+    from sparkcourse.grader import course
+    from sparkcourse.grader.sandbox import isolation_prefix
+    from sparkcourse.grader.worker import WorkerPool, mode_of
+
+    prefix, how = isolation_prefix()
+    if not prefix:
+        pytest.skip(f"no namespaces here ({how}): the worker forks plain processes, as the prefix would run them")
+    own = {f"{ns}ns": os.readlink(f"/proc/self/ns/{ns}") for ns in ("net", "pid")}
+    with WorkerPool(1, mode_of(prefix), course._nbgrader_env()) as pool:
+        first = pool.run(["--probe", "linger", "987.654"], ROOT, 60, {})
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                and _cmdline(p) == b"sleep\x00987.654\x00"]
+        crash = pool.run(["--probe", "crash"], ROOT, 60, {})
+        second = pool.run(["--probe"], ROOT, 60, {})
+        worker = pool._all[0].proc
+    a, b = (json.loads(r["out"].strip().splitlines()[-1]) for r in (first, second))
+    for seen in (a, b):
+        assert seen["pid"] == 2 and seen["ppid"] == 1, seen
+        assert seen["netns"] != own["netns"] and seen["pidns"] != own["pidns"], (seen, own)
+    assert not left, "a process outlived its grading"
+    assert first["rc"] == 0 and crash["rc"] != 0 and second["rc"] == 0, (first, crash, second)
+    assert worker.poll() is not None, "the worker outlived its pool"

@@ -26,8 +26,10 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
+if TYPE_CHECKING:  # nbformat is imported where a notebook is made: the grading kernel imports this module for
+    import nbformat  # BEGIN_HIDDEN/strip_hidden, and nbformat (jsonschema) costs it seconds of start-up
 
 _MARKER = re.compile(r"^# %%(?:\s+(.*))?$")
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -166,6 +168,8 @@ def _strip_markdown(lines: list[str]) -> str:
 
 def parse(text: str, name: str = "<authoring>") -> nbformat.NotebookNode:
     """Turn authoring text into an nbgrader source notebook (no outputs, deterministic cell ids)."""
+    import nbformat
+
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
@@ -201,6 +205,8 @@ def parse(text: str, name: str = "<authoring>") -> nbformat.NotebookNode:
 
 def render(authoring_file: Path) -> str:
     """The source notebook JSON for one authoring file."""
+    import nbformat
+
     nb = parse(authoring_file.read_text(), str(authoring_file.name))
     return nbformat.writes(nb) + "\n"
 

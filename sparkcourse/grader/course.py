@@ -19,8 +19,12 @@ import tomllib
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
+
+if TYPE_CHECKING:
+    from sparkcourse.grader.worker import WorkerPool
 
 from sparkcourse.grader.authoring import read_answers
 
@@ -62,11 +66,7 @@ def nbgrader(root: Path, *args: str, timeout: float | None = None, prefix: tuple
     """Run ``python -m nbgrader ARGS`` in the course root, in its own process group, with a time limit.
 
     ``prefix`` wraps the command (``sandbox.isolation_prefix()``: its own network and PID namespaces)."""
-    # nbgrader runs `alembic` and `jupyter` from PATH: put this interpreter's scripts first, venv activated or not.
-    scripts = str(Path(sys.executable).parent)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=scripts + os.pathsep + os.environ.get("PATH", ""),
-               **(env_extra or {}))
-    env.pop("NBGRADER_EXECUTION", None)
+    env = _nbgrader_env(env_extra)
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "nbgrader", *args], cwd=root, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -81,6 +81,16 @@ def nbgrader(root: Path, *args: str, timeout: float | None = None, prefix: tuple
     finally:
         _RUNNING.discard(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out)
+
+
+def _nbgrader_env(env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment nbgrader runs in: this interpreter's scripts first on PATH (nbgrader runs `alembic` and
+    `jupyter` from it, venv activated or not), unbuffered output, no NBGRADER_EXECUTION of ours."""
+    scripts = str(Path(sys.executable).parent)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PATH=scripts + os.pathsep + os.environ.get("PATH", ""),
+               **(env_extra or {}))
+    env.pop("NBGRADER_EXECUTION", None)
+    return env
 
 
 def _killpg(proc: subprocess.Popen) -> None:
@@ -164,13 +174,29 @@ def graded_already(root: Path, assignment: str, student: str) -> bool:
         return False
 
 
-def _autograde_one(root: Path, a: str, s: str, timeout: float, prefix: tuple[str, ...]) -> StepResult:
+def _autograde_run(root: Path, a: str, s: str, timeout: float, prefix: tuple[str, ...],
+                   pool: WorkerPool | None) -> subprocess.CompletedProcess:
+    """``nbgrader autograde A --student S --force`` in its own namespaces: forked from a grading worker (``pool``,
+    ``sparkcourse.grader.worker``), or as a new process behind ``prefix`` (no pool, or the pool could not)."""
+    args = ["autograde", a, "--student", s, "--force"]
+    extra = {"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}
+    # the outer limit is a backstop: the sandboxed executor stops at `timeout` and still records the grades
+    if pool is not None:
+        try:
+            reply = pool.run(args, root, timeout + 180, extra)
+        except RuntimeError:  # no worker (a platform without fork or /proc), or it died: a process, as before
+            reply = {"refused": True}
+        if not reply.get("refused"):
+            return subprocess.CompletedProcess(["nbgrader", *args], reply["rc"], reply["out"])
+    return nbgrader(root, *args, timeout=timeout + 180, prefix=prefix, env_extra=extra)
+
+
+def _autograde_one(root: Path, a: str, s: str, timeout: float, prefix: tuple[str, ...],
+                   pool: WorkerPool | None = None) -> StepResult:
     problem = check_submission(root, a, s)
     if problem:
         return StepResult(a, s, False, 0.0, problem)
-    # the outer limit is a backstop: the sandboxed executor stops at `timeout` and still records the grades
-    proc, secs = _timed(lambda: nbgrader(root, "autograde", a, "--student", s, "--force", timeout=timeout + 180,
-                                         prefix=prefix, env_extra={"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}))
+    proc, secs = _timed(lambda: _autograde_run(root, a, s, timeout, prefix, pool))
     errors = _nbgrader_errors(proc.stdout)
     notes = sorted({ln.split("] ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("[sparkcourse.grader.sandbox]")})
     restarts = [ln for ln in proc.stdout.splitlines() if "sandbox: cell" in ln]
@@ -212,7 +238,8 @@ def cell_scores(root: Path, assignment: str, student: str) -> dict[str, tuple[fl
         return {g.name: (g.score, g.max_score) for nb in sub.notebooks for g in nb.grades}
 
 
-def _preflight_one(root: Path, a: str, timeout: float, prefix: tuple[str, ...]) -> dict:
+def _preflight_one(root: Path, a: str, timeout: float, prefix: tuple[str, ...],
+                   pool: WorkerPool | None = None) -> dict:
     """Grade the source notebook through the same sandbox in a scratch course (``.preflight/A``)."""
     import sqlite3
 
@@ -228,7 +255,7 @@ def _preflight_one(root: Path, a: str, timeout: float, prefix: tuple[str, ...]) 
     with sqlite3.connect(root / "gradebook.db", timeout=60) as src, sqlite3.connect(scratch / "gradebook.db") as dst:
         src.backup(dst)
     try:
-        r = _autograde_one(scratch, a, REFERENCE_STUDENT, timeout, prefix)
+        r = _autograde_one(scratch, a, REFERENCE_STUDENT, timeout, prefix, pool)
         scores = cell_scores(scratch, a, REFERENCE_STUDENT) if r.ok else {}
         first_error = _first_error(scratch / "autograded" / REFERENCE_STUDENT / a / f"{a}.ipynb")
     finally:
@@ -255,7 +282,8 @@ def _first_error(path: Path) -> str:
     return ""
 
 
-def preflight(root: Path, only: list[str], timeout: float, prefix: tuple[str, ...], workers: int) -> dict:
+def preflight(root: Path, only: list[str], timeout: float, prefix: tuple[str, ...], workers: int,
+              pool: WorkerPool | None = None) -> dict:
     """Grade each assignment's reference solution once (cached by fingerprint); raise GradingRefused unless every
     one scores full marks. Writes reports/preflight.json."""
     from concurrent.futures import ThreadPoolExecutor
@@ -263,8 +291,9 @@ def preflight(root: Path, only: list[str], timeout: float, prefix: tuple[str, ..
     log_file = root / "reports" / "preflight.json"
     log = json.loads(log_file.read_text()) if log_file.exists() else {}
     todo = [a for a in only if not (log.get(a, {}).get("ok") and log[a].get("fingerprint") == _fingerprint(root, a))]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for a, res in zip(todo, pool.map(lambda a: _preflight_one(root, a, timeout, prefix), todo), strict=True):
+    with ThreadPoolExecutor(max_workers=workers) as threads:
+        for a, res in zip(todo, threads.map(lambda a: _preflight_one(root, a, timeout, prefix, pool), todo),
+                          strict=True):
             log[a] = {**res, "fingerprint": _fingerprint(root, a)}
     log_file.parent.mkdir(exist_ok=True)
     log_file.write_text(json.dumps(log, indent=1))
@@ -328,9 +357,10 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
         jobs = [j for j in jobs if j not in set(skipped)]
     prefix, how = isolation_prefix()
     _gradebook_wal(root)
-    preflight(root, sorted({a for a, _ in jobs}), timeout, prefix, workers)
     try:
-        results += _grade_jobs(root, jobs, timeout, prefix, workers, progress)
+        with _worker_pool(root, workers, prefix, timeout) as pool:
+            preflight(root, sorted({a for a, _ in jobs}), timeout, prefix, workers, pool)
+            results += _grade_jobs(root, jobs, timeout, prefix, workers, progress, pool)
     finally:
         order = {j: i for i, j in enumerate((a, s) for a in names for s in submitted_students(root, a))}
         results.sort(key=lambda r: order.get((r.assignment, r.student), 0))
@@ -341,8 +371,20 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
     return results
 
 
+def _worker_pool(root: Path, workers: int, prefix: tuple[str, ...], timeout: float
+                 ) -> contextlib.AbstractContextManager:
+    """Long-lived grading workers, one per slot (``sparkcourse.grader.worker``); none with
+    SPARKCOURSE_GRADE_WORKERS=0 (a new nbgrader process per submission, as plain nbgrader does)."""
+    from sparkcourse.grader.worker import WorkerPool, mode_of
+
+    if os.environ.get("SPARKCOURSE_GRADE_WORKERS", "1") == "0" or not hasattr(os, "fork"):
+        return contextlib.nullcontext(None)
+    return WorkerPool(workers, mode_of(prefix), _nbgrader_env({"SPARKCOURSE_NOTEBOOK_TIMEOUT": str(int(timeout))}),
+                      cwd=root)
+
+
 def _grade_jobs(root: Path, jobs: list[tuple[str, str]], timeout: float, prefix: tuple[str, ...], workers: int,
-                progress: bool) -> list[StepResult]:
+                progress: bool, pool: WorkerPool | None = None) -> list[StepResult]:
     """Grade ``jobs`` on a thread pool with a progress bar; Ctrl-C kills every nbgrader in flight."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -351,9 +393,9 @@ def _grade_jobs(root: Path, jobs: list[tuple[str, str]], timeout: float, prefix:
     results: list[StepResult] = []
     bar = tqdm(total=len(jobs), desc=f"grading ({workers} workers)", unit="submission", disable=not progress,
                file=sys.stdout)
-    pool = ThreadPoolExecutor(max_workers=workers)
+    executor = ThreadPoolExecutor(max_workers=workers)
     try:
-        futures = {pool.submit(_autograde_one, root, a, s, timeout, prefix): (a, s) for a, s in jobs}
+        futures = {executor.submit(_autograde_one, root, a, s, timeout, prefix, pool): (a, s) for a, s in jobs}
         for fut in as_completed(futures):
             a, s = futures[fut]
             try:
@@ -363,12 +405,14 @@ def _grade_jobs(root: Path, jobs: list[tuple[str, str]], timeout: float, prefix:
             bar.set_postfix_str(f"{a}/{s}")
             bar.update()
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
         for proc in list(_RUNNING):
             _killpg(proc)
+        if pool is not None:
+            pool.close(kill=True)
         raise
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
         bar.close()
     return results
 

@@ -28,7 +28,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Bool, Integer
+from traitlets import Bool, Enum, Integer
 
 from sparkcourse.grader.sandbox.guards import code_hash
 from sparkcourse.grader.sandbox.namespaces import enabled, kill_uid
@@ -92,6 +92,10 @@ class SandboxedExecute(Execute):
     tmp_mb = Integer(_env_int("SPARKCOURSE_TMP_MB", 256)).tag(config=True)
     isolate = Bool(enabled(), help="mount and network namespaces, throw-away uid and limits in the kernel").tag(
         config=True)
+    # Every output is in once the last cell has run: the kernel is killed, not asked to stop (a graceful shutdown
+    # waited seconds for a kernel that does not stop by itself; its working copy is a throw-away tmpfs, and every
+    # process of its uid is killed afterwards anyway).
+    shutdown_kernel = Enum(["graceful", "immediate"], default_value="immediate").tag(config=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Execute, with the sandbox kernel manager."""
