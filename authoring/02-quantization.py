@@ -656,8 +656,8 @@ def answer_batch(tok):
 @torch.no_grad()
 def answer_perplexity(model, ids, labels):
     """exp(mean cross-entropy over the answer tokens), padding masked out."""
-    logits = model(input_ids=ids).logits  # padding is on the right: causal attention never lets it reach a label
-    logp = torch.log_softmax(logits[:, :-1].double(), -1)
+    out = model(input_ids=ids)  # padding is on the right: causal attention never lets it reach a label
+    logp = torch.log_softmax(out.logits[:, :-1].double(), -1)
     lab = labels[:, 1:]
     keep = lab != -100
     nll = -(logp.gather(-1, lab.clamp(min=0)[..., None])[..., 0] * keep).sum() / keep.sum()
