@@ -113,3 +113,17 @@ def test_bundle_carries_every_file_a_notebook_names(tmp_path):
             assert target.exists(), f"{a} names {ref}, which the repository lacks"
             if target.is_file() and "grader" not in target.parts and "reference" not in target.parts:
                 assert ref in names, f"{a} names {ref}, which the student bundle lacks"
+
+
+def test_refusal_names_the_cause_not_nbgrader_s_last_log_line():
+    """A pre-flight that fails before any cell runs is refused with the exception that stopped it."""
+    from sparkcourse.grader.course import failure_cause
+
+    log = ("Traceback (most recent call last):\n  File \"api.py\", line 1549, in find_assignment\n"
+           "    sqlalchemy.exc.NoResultFound: No row was found when one was required\n"
+           "    nbgrader.converters.base.NbGraderException: No assignment with ID 'w' exists in the database\n\n"
+           "[AutogradeApp | ERROR] There was an error processing assignment 'w' for student 'reference'\n"
+           "[AutogradeApp | ERROR] Please see the the above traceback for details on the specific errors.")
+    assert failure_cause(log) == ("nbgrader.converters.base.NbGraderException: No assignment with ID 'w' exists "
+                                  "in the database")
+    assert failure_cause("the kernel died") == "the kernel died" and failure_cause("") == "not graded"

@@ -300,11 +300,22 @@ def preflight(root: Path, only: list[str], timeout: float, prefix: tuple[str, ..
     bad = [a for a in only if not log[a]["ok"]]
     if bad:
         why = "; ".join(f"{a}: " + (log[a]["first_error"] or ", ".join(log[a]["failing"])
-                                    or (log[a]["message"].strip().splitlines() or ["not graded"])[-1][:200])
+                                    or failure_cause(log[a]["message"]))
                         for a in bad)
         raise GradingRefused(f"the reference solution does not score full marks in this grading environment "
                              f"({why}); nothing was graded — see reports/preflight.json")
     return log
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Refused|Entry): .+")
+
+
+def failure_cause(log: str) -> str:
+    """The most specific line of a failed nbgrader run: its last exception line (``NbGraderException: No
+    assignment with ID … exists in the database``), else its last line — not "see the above traceback"."""
+    lines = [line.strip() for line in log.strip().splitlines() if line.strip()]
+    causes = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return ((causes or lines or ["not graded"])[-1])[:200]
 
 
 def setup_failed(root: Path, assignment: str, student: str) -> bool:
