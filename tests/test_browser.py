@@ -33,6 +33,7 @@ WEEK = "00-spark-capacity"  # the week the student works through: its notebook r
 CHROMIUM = next((p for p in (os.environ.get("SPARKCOURSE_CHROMIUM"), shutil.which("chromium"),
                              "/usr/bin/chromium") if p and Path(p).exists()), None)
 TOKEN = "sparkcourse-browser-test"
+SERVED = "browser-test"  # the folder of the course root holding the copies the browser opens
 
 
 def _need_browser():
@@ -80,8 +81,9 @@ def course_root(request) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(course_root, tmp_path_factory):
-    """JupyterLab on the course root: (base URL, course root, exchange folder). News and update checks off,
-    every notebook cell rendered (no windowing), a local exchange."""
+    """JupyterLab on the course root (formgrader reads its gradebook), the notebooks it opens copied into
+    SERVED: (base URL, course root, the SERVED folder). News and update checks off, every notebook cell
+    rendered (no windowing), a local exchange."""
     tmp = tmp_path_factory.mktemp("lab")
     settings = tmp / "settings" / "@jupyterlab"
     (settings / "apputils-extension").mkdir(parents=True)
@@ -94,13 +96,21 @@ def lab(course_root, tmp_path_factory):
     config = tmp / "config"
     config.mkdir()
     (config / "nbgrader_config.py").write_text(f"c = get_config()\nc.Exchange.root = {str(exchange)!r}\n")
+    # the notebooks opened are copies inside the course root (formgrader and Validate read the course's own
+    # config there), and checkpoints go elsewhere: the class run's release/ and source/ stay as built, since
+    # other tests compare them with the repository
+    labroot = course_root / SERVED
+    shutil.rmtree(labroot, ignore_errors=True)
+    shutil.copytree(course_root / "release", labroot / "release")
+    shutil.copytree(course_root / "source" / WEEK, labroot / "source" / WEEK)
     port = _free_port()
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTER_CONFIG_DIR=str(config),
                JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), SPARKCOURSE_PROFILE="tiny")
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--allow-root",
-         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={course_root}", "--LabApp.expose_app_in_browser=True"],
+         f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={course_root}",
+         f"--FileCheckpoints.checkpoint_dir={tmp / 'checkpoints'}", "--LabApp.expose_app_in_browser=True"],
         cwd=course_root, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -115,7 +125,7 @@ def lab(course_root, tmp_path_factory):
                 if server.poll() is not None or time.time() > deadline:
                     raise RuntimeError("JupyterLab did not start:\n" + (tmp / "server.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
-        yield base, course_root, exchange
+        yield base, course_root, labroot
     finally:
         server.terminate()
         try:
@@ -223,15 +233,15 @@ def cell_error(page, index: int) -> str:
 def test_student_runs_fills_and_validates(page, lab):
     """Run All on the release; one exercise answered right and one wrong; the visible tests pass and fail with
     the test's message; Validate gives its verdict."""
-    base, root, _ = lab
+    base, root, served = lab
     rel = f"release/{WEEK}/{WEEK}.ipynb"
     work = f"student/{WEEK}/{WEEK}.ipynb"  # the student's copy, so the release stays as built
-    (root / work).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(root / rel, root / work)
-    nb = nbformat.read(root / rel, as_version=4)
+    (served / work).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(served / rel, served / work)
+    nb = nbformat.read(served / rel, as_version=4)
     right = read_answers(ROOT / "sample_class" / WEEK / "ada.py")  # complete and correct
     wrong = read_answers(ROOT / "sample_class" / WEEK / "bob.py")  # partial: see expected.toml
-    open_notebook(page, base, work)
+    open_notebook(page, base, f"{SERVED}/{work}")
     shot(page, "01-student-opens-release")
 
     run_menu(page, "Run All Cells")
@@ -370,10 +380,10 @@ def render_problems(page, base: str, rel: str) -> list[str]:
 
 
 def test_every_release_notebook_renders(page, lab):
-    base, root, _ = lab
+    base, _, served = lab
     bad = {}
-    for a in sorted(p.name for p in (root / "release").iterdir() if p.is_dir()):
-        problems = render_problems(page, base, f"release/{a}/{a}.ipynb")
+    for a in sorted(p.name for p in (served / "release").iterdir() if p.is_dir()):
+        problems = render_problems(page, base, f"{SERVED}/release/{a}/{a}.ipynb")
         if a == WEEK:
             shot(page, "08-release-rendered")
         if problems:
@@ -383,14 +393,14 @@ def test_every_release_notebook_renders(page, lab):
 
 def test_render_check_catches_a_broken_notebook(page, lab):
     """The render check itself: raw LaTeX and a missing image in a notebook are reported with their cells."""
-    base, root, _ = lab
+    base, _, served = lab
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# Fine\n\nSome $x^2$ math."),
                 nbformat.v4.new_markdown_cell("Broken: \\frac{a}{b} with no dollars, and $$\\frac{1}{"),
                 nbformat.v4.new_markdown_cell("![a plot](no-such-plot.png)")]
-    (root / "broken").mkdir(exist_ok=True)
-    nbformat.write(nb, root / "broken" / "broken.ipynb")
-    problems = render_problems(page, base, "broken/broken.ipynb")
+    (served / "broken").mkdir(exist_ok=True)
+    nbformat.write(nb, served / "broken" / "broken.ipynb")
+    problems = render_problems(page, base, f"{SERVED}/broken/broken.ipynb")
     assert any(p.startswith("cell 1: raw LaTeX") for p in problems), problems
     assert any(p.startswith("cell 2: missing image") for p in problems), problems
     assert not any(p.startswith("cell 0") for p in problems), problems
@@ -398,11 +408,11 @@ def test_render_check_catches_a_broken_notebook(page, lab):
 
 def test_solved_notebook_shows_widget_controls(page, lab):
     """Week 00's solved notebook, run in the browser, shows its ipywidgets explorer's controls."""
-    base, root, _ = lab
+    base, _, served = lab
     src = f"source/{WEEK}/{WEEK}.ipynb"
-    nb = nbformat.read(root / src, as_version=4)
+    nb = nbformat.read(served / src, as_version=4)
     assert any("ipywidgets" in c.source or "interact" in c.source for c in nb.cells), "week 00 has no explorer"
-    open_notebook(page, base, src)
+    open_notebook(page, base, f"{SERVED}/{src}")
     run_menu(page, "Run All Cells")
     wait_idle(page, 180_000)
     widget = page.locator(".jupyter-widgets.widget-slider, .jupyter-widgets .widget-slider, .widget-dropdown").first
