@@ -293,6 +293,7 @@ check_number(expert_capacity(16, 4, 1.0), 4, name="capacity for 16 tokens, 4 exp
 check_number(expert_capacity(10, 4, 1.0), 3, name="capacity for 10 tokens, 4 experts, factor 1 (2.5 slots: round up)")
 check_number(expert_capacity(10, 4, 1.25), 4,
              name="capacity for 10 tokens, 4 experts, factor 1.25 (3.125 slots: round up)")
+check_number(expert_capacity(10, 4, 1.0, top_k=2), 5, name="capacity for top-2 routing (every token takes 2 slots)")
 ### BEGIN HIDDEN TESTS
 for args, want in (((10, 4, 1.0, 2), 5), ((1, 8, 0.5), 1), ((100, 8, 1.5), 19), ((64, 8, 2.0), 16),
                    ((7, 2, 1.0), 4), ((30, 8, 1.0, 2), 8), ((12, 3, 0.5, 4), 8)):
@@ -306,6 +307,10 @@ check_property(kept.tolist() == [[True, True, True, False, True, True, False]],
                f"kept {kept.tolist()}: with 2 slots, the third and fourth token for expert 0 overflow")
 check_property(isinstance(dropped, int), "dropped must be a Python int (a count)")
 check_number(dropped, 2, name="dropped tokens (count every token that got no slot)")
+kept2, dropped2 = dispatch_top1(torch.tensor([[0, 1, 0, 0, 2, 1, 0], [2, 0, 0, 1, 2, 2, 1]]), 3, 2)
+check_property(kept2[1].tolist() == [True, True, True, True, True, False, True],
+               f"kept in the second group {kept2[1].tolist()}: every group (row) has its own 2 slots per expert")
+check_number(dropped2, 3, name="dropped tokens over two groups")
 ### BEGIN HIDDEN TESTS
 from transformers import SwitchTransformersConfig
 from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersTop1Router
@@ -624,17 +629,14 @@ else:
         hub.report(exc)
     else:
         print(label)
-        split = lab.param_split(model)
-        read = split["active"] * 2  # bf16
         bandwidth = gpu.copy_bandwidth()
-        res = lab.decode_rate(model, prompt_len=128, new_tokens=64)
+        r = lab.against_bound(model, bandwidth, prompt_len=128, new_tokens=64)
         print(f"{torch.cuda.get_device_name()}: copy bandwidth measured {bandwidth / 1e9:.0f} GB/s")
-        print(f"active parameters {split['active'] / 1e9:.2f}B of {split['total'] / 1e9:.2f}B -> "
-              f"{read / GB:.2f} GB read per token; bound {bandwidth / read:.0f} tokens/s on this card, "
-              f"{SPARK_BANDWIDTH / read:.1f} tokens/s at a Spark's 273 GB/s")
-        print(f"measured: {res['tokens_per_s']:.1f} tokens/s (median of {len(res['step_s'])} steps, CUDA events) "
-              f"= {res['tokens_per_s'] * read / bandwidth:.0%} of this card's bound; "
-              f"peak allocated {res['peak_bytes'] / GB:.1f} GB")
+        print(f"active parameters {r['split']['active'] / 1e9:.2f}B of {r['split']['total'] / 1e9:.2f}B -> "
+              f"{r['read_bytes'] / GB:.2f} GB read per token; bound {r['bound']:.0f} tokens/s on this card, "
+              f"{r['spark_bound']:.1f} tokens/s at a Spark's 273 GB/s")
+        print(f"measured: {r['tokens_per_s']:.1f} tokens/s (median of {len(r['step_s'])} steps, CUDA events) "
+              f"= {r['share_of_bound']:.0%} of this card's bound; peak allocated {r['peak_bytes'] / GB:.1f} GB")
         del model
         torch.cuda.empty_cache()
 

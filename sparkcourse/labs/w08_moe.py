@@ -167,7 +167,7 @@ def decode_rate(model, prompt_len: int = 32, new_tokens: int = 32, seed: int = 0
         torch.cuda.reset_peak_memory_stats()
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
     cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-    steps = []
+    steps, tokens = [], [int(nxt)]
     for _ in range(new_tokens):
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -176,6 +176,7 @@ def decode_rate(model, prompt_len: int = 32, new_tokens: int = 32, seed: int = 0
             t0 = time.perf_counter()
         out = model(input_ids=nxt, past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        tokens.append(int(nxt))  # int() waits for the GPU: inside the timed step, as a real decoder must
         if cuda:
             end.record()
             end.synchronize()
@@ -183,5 +184,17 @@ def decode_rate(model, prompt_len: int = 32, new_tokens: int = 32, seed: int = 0
         else:
             steps.append(time.perf_counter() - t0)
     median = sorted(steps)[len(steps) // 2]
-    return dict(tokens_per_s=1.0 / median, step_s=steps,
+    return dict(tokens_per_s=1.0 / median, step_s=steps, tokens=tokens, prompt=ids.cpu(),
                 peak_bytes=torch.cuda.max_memory_allocated() if cuda else None)
+
+
+def against_bound(model, bandwidth: float, prompt_len: int = 128, new_tokens: int = 64) -> dict:
+    """Decode speed of ``model`` (:func:`decode_rate`) against ``bandwidth`` / bytes of the active parameters in
+    the model's own dtype: split, read_bytes, bound (tokens/s), spark_bound (at 273 GB/s), and the measurement."""
+    from sparkcourse.capacity import SPARK_BANDWIDTH
+
+    split = param_split(model)
+    read = split["active"] * next(model.parameters()).element_size()
+    res = decode_rate(model, prompt_len, new_tokens)
+    return dict(split=split, read_bytes=read, bound=bandwidth / read, spark_bound=SPARK_BANDWIDTH / read,
+                share_of_bound=res["tokens_per_s"] * read / bandwidth, **res)

@@ -116,3 +116,40 @@ def test_lab_experiment_runs_on_a_tiny_config():
             torch.testing.assert_close(r["load"].sum(-1), torch.full((1,), 2.0, dtype=r["load"].dtype))
     dense, moe = (next(r for r in res if r["model"] == m) for m in ("dense", "moe, aux 0"))
     assert dense["active_params"] == moe["active_params"] - 1 * 16 * 3  # the router: (E - 1) · H per layer
+
+
+def test_param_split_of_gpt_oss_matches_the_model_card():
+    from sparkcourse import hub
+
+    s = lab.param_split(lab.meta_model(hub.shipped_config("openai/gpt-oss-120b")))
+    # OpenAI, gpt-oss model card (2025-08): 116.83B total, 5.13B active (input embedding not counted)
+    assert round(s["total"] / 1e9, 2) == 116.83 and round(s["active"] / 1e9, 2) == 5.13
+    mix = lab.param_split(lab.meta_model(hub.shipped_config("mistralai/Mixtral-8x7B-v0.1")))
+    from sparkcourse import capacity
+
+    planner = capacity.param_count(capacity.CONFIGS["mistralai/Mixtral-8x7B-v0.1"])
+    assert mix["total"] == planner.total and mix["active"] + mix["embed"] == planner.active
+
+
+def test_spark_path_on_cpu_with_a_tiny_standin(tmp_path, monkeypatch):
+    """The spark cell's path (stand-in from a shipped Mixtral config, param split, decode against a bound) on a
+    tiny config: the cached greedy decode equals transformers' generate."""
+    import json
+
+    from sparkcourse import hub
+
+    values = hub.shipped_config("mistralai/Mixtral-8x7B-v0.1") | dict(
+        hidden_size=32, intermediate_size=16, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=100)
+    (tmp_path / "mistralai--Mixtral-8x7B-v0.1.json").write_text(json.dumps(values))
+    monkeypatch.setattr(hub, "CONFIG_DIR", tmp_path)
+    monkeypatch.setenv("SPARKCOURSE_STANDIN", "1")
+    model, _, label = hub.causal_lm("mistralai/Mixtral-8x7B-v0.1", dtype=torch.float32, device="cpu")
+    assert "stand-in" in label and "3 of 3 layers" in label
+    r = lab.against_bound(model, bandwidth=1e10, prompt_len=6, new_tokens=5)
+    per_expert, layers = 3 * 32 * 16, 3
+    assert r["split"]["active"] == r["split"]["total"] - r["split"]["embed"] - layers * 6 * per_expert
+    assert r["read_bytes"] == 4 * r["split"]["active"] and r["peak_bytes"] is None and len(r["step_s"]) == 5
+    assert r["bound"] == pytest.approx(1e10 / r["read_bytes"])
+    want = model.generate(r["prompt"], max_new_tokens=6, do_sample=False)[0, 6:].tolist()
+    assert r["tokens"] == want
