@@ -28,6 +28,32 @@ from sparkcourse.stats import mean_sd
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+def plot_loads(rows: list[dict], names: list[str], shape: dict, path: Path) -> None:
+    """The expert-utilisation histogram: sorted shares per seed, one panel per MoE run and layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers, experts = shape["layers"], shape["experts"]
+    fig, axes = plt.subplots(len(names), layers, figsize=(5 * layers, 3 * len(names)), sharey=True, squeeze=False)
+    for i, name in enumerate(names):
+        runs = [r for r in rows if r["model"] == name]
+        for layer in range(layers):
+            ax = axes[i][layer]
+            width = 0.8 / len(runs)
+            for j, r in enumerate(runs):
+                share = r["load"][layer].sort(descending=True).values.numpy()
+                ax.bar([e + j * width for e in range(experts)], share, width=width, label=f"seed {r['seed']}")
+            ax.axhline(shape["top_k"] / experts, color="k", ls="--", lw=1, label="balanced (k/E)")
+            ax.set_title(f"{name}, layer {layer}")
+            ax.set_xlabel("experts, busiest first")
+            ax.set_ylabel("share of tokens")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -87,6 +113,11 @@ def main(argv: list[str] | None = None) -> None:
                                                   for i, row in enumerate(r["load"]))
                for r in rows if r["model"] == name]
         out.append(f"- {name}: " + "; ".join(per))
+    png = args.out.with_suffix(".png")
+    plot_loads(rows, names[1:], shape, png)
+    out += ["", f"![expert load, sorted, per seed]({png.name})", "",
+            f"`{png.name}`: for each MoE and layer, every seed's expert shares sorted from the busiest expert to the "
+            "idlest (sorting makes seeds comparable: which expert wins is arbitrary)."]
     args.out.write_text("\n".join(out) + "\n")
     print(f"wrote {args.out} in {wall / 60:.1f} min")
 
