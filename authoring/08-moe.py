@@ -591,6 +591,18 @@ for model_id, ef, of in plans:
           f"{ef + '/' + of:>14s} {total_b / GB:7.1f}GB {'yes' if total_b < SPARK_BYTES else 'no':>5s} "
           f"{read_b / GB:8.2f}GB {capacity.decode_tokens_per_s_ceiling(read_b):13.1f} tok/s")
 
+# Why bandwidth and not compute: a decoded token does 2 FLOPs (multiply, add) per active weight it reads.
+spark_fp4_flops = 1e15  # NVIDIA's DGX Spark figure: 1 PFLOP of FP4 (with sparsity)
+for fmt in ("bf16", "nvfp4"):
+    print(f"batch-1 decode in {fmt}: {2 / capacity.bytes_per_param(fmt):.1f} FLOP per byte read; the Spark would need "
+          f"{spark_fp4_flops / SPARK_BANDWIDTH:,.0f} FLOP per byte to be compute-bound at its FP4 peak")
+# Batching: B sequences share one read of the attention weights, but each token picks its own experts. With
+# uniform, independent routing a layer reads E·(1 - (1 - k/E)^B) distinct experts per step.
+for name, E, k in (("Mixtral-8x7B", 8, 2), ("gpt-oss-120b", 128, 4)):
+    hit = {B: E * (1 - (1 - k / E) ** B) for B in (1, 4, 16, 64)}
+    print(f"{name}: distinct experts read per layer and step at batch " +
+          ", ".join(f"{B}: {h:.1f} of {E}" for B, h in hit.items()))
+
 # %% markdown
 # **Check against the publishers.** OpenAI's gpt-oss model card (August 2025) gives gpt-oss-120b 116.83B total
 # and 5.13B active parameters and a checkpoint of 60.8 GiB; Mistral AI's Mixtral announcement (December 2023)
@@ -602,12 +614,16 @@ for model_id, ef, of in plans:
 #
 # **What it means on a Spark.** Mixtral-8x7B in bf16 (93 GB) fits in 128 GB with little room for the KV cache
 # and the system, and decodes at most ~11 tokens/s; at 4 bits it is a quarter of the size and the bound rises
-# about fourfold. gpt-oss-120b (about 65 GB) fits with room to spare, and its bound is set by ~5B active
+# about fourfold. A decode step does about 2 FLOPs per byte it reads, against the thousands per byte the GB10
+# could compute: it waits on memory, which is why the *bytes read* set the speed. gpt-oss-120b (about 65 GB) fits
+# with room to spare, and its bound is set by ~5B active
 # parameters — the reason it is the showcase model for a Spark. DeepSeek-V3 does not fit even at 4 bits: its
 # *total* is the problem, however small its active share (it needs several machines, e.g. two Sparks hold 256 GB
 # — still not enough at NVFP4). A bound is not a measurement: real engines reach a fraction of it (attention and
-# KV-cache reads, kernel launches, dequantisation); batching many sequences amortises the expert reads only when
-# the sequences share experts, which an MoE makes less likely than a dense model does.
+# KV-cache reads, kernel launches, dequantisation). Batching amortises a dense model's weight reads over all the
+# sequences; an MoE's expert reads only as far as the tokens share experts: the last lines above show Mixtral
+# reading nearly all 8 experts of a layer by batch 16, while gpt-oss-120b reads about 51 of its 128 there — so
+# its bytes per step keep growing with the batch long after a dense model's have stopped.
 
 # %% markdown
 # ## On your Spark
@@ -616,7 +632,8 @@ for model_id, ef, of in plans:
 # to fit 16 GB (the label says how many layers) — speed depends on the bytes read, not on the weights' values.
 # Without it, it loads `mistralai/Mixtral-8x7B-v0.1` (93 GB in bf16: it fits a Spark's 128 GB, nothing else does
 # at the same time). It decodes 64 tokens greedily at batch 1, one forward per token with the KV cache, times each
-# step with CUDA events, and compares the median against **the card's measured copy bandwidth** divided by the
+# step with CUDA events, and compares the median against **the card's measured copy bandwidth** (a large
+# device-to-device copy, read and write counted: an achievable figure, below the spec sheet's) divided by the
 # model's bytes read per token. On a non-Spark GPU the numbers are that card's, not a Spark's. Peak memory:
 # `torch.cuda.max_memory_allocated`. About a minute on a data-centre GPU with the stand-in.
 #
