@@ -98,8 +98,8 @@ def noisy_top_k_gates(x, w_gate, w_noise, k, generator=None, noise=True):
 # $\mathrm{softmax}(\text{top-}k(\ell))$: a softmax over the kept *logits* only. They are equal because the
 # softmax's denominator cancels: $p_i / \sum_{j\in\mathcal T} p_j = e^{\ell_i} / \sum_{j\in\mathcal T} e^{\ell_j}$.
 # Not every MoE renormalises: DeepSeek-V2 (section 5) keeps the raw softmax weights; DeepSeek-V3 switched to
-# sigmoid scores, renormalised over the kept experts, and balances load with a per-expert bias instead of an
-# auxiliary loss.
+# sigmoid scores, renormalised over the kept experts, and balances load mainly with a per-expert bias added to
+# the scores for the top-k choice (plus a very small sequence-wise auxiliary loss; DeepSeek-V3 report, §2.1.2).
 #
 # ### Exercise 1 (3 points)
 # Write `route(logits, k)`: `logits` is `(T, E)` (one row per token); return `(weights, indices)`, both `(T, k)`,
