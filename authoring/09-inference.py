@@ -200,9 +200,13 @@ else:
 #   and value of a token depend on its whole prefix). A new prompt whose leading full blocks hash like blocks
 #   already held reuses them, and their keys and values need not be computed again.
 #
-# A block goes back to the free pool only when its reference count reaches zero. vLLM's `BlockPool` /
-# `KVCacheManager` and nano-vllm's `BlockManager` implement these ideas (with more: eviction of cached free
-# blocks, watermarks, preemption).
+# A block goes back to the free pool only when its reference count reaches zero. Real block managers go
+# further: nano-vllm's `BlockManager` (`nanovllm/engine/block_manager.py`) chains an xxhash over the previous
+# block's hash, compares the tokens on a hit (a hash collision must not share the wrong keys), keeps a freed
+# block's hash so that a later prompt can still reuse it until the block is handed out again, and registers
+# blocks that decoding fills; vLLM's v1 `KVCacheManager` / `BlockPool` does the same with a least-recently-used
+# queue of free cached blocks. Neither forks: vLLM's copy-on-write for parallel sampling lived in its v0
+# block manager.
 #
 # ### Exercise 2 (6 points)
 # - `block_hashes(tokens, block_size)`: one hash per **full** block of `tokens` (a trailing partial block gets
@@ -724,8 +728,10 @@ for name, prompts in (("multi-turn (8 users, 5 turns)", chats), ("few-shot (3 ta
 # - if all $\gamma$ are accepted, emit a **bonus** token drawn from $p_{\gamma+1}$.
 #
 # The emitted tokens are distributed exactly as if sampled from the target, one at a time (Leviathan et al.,
-# Theorem 3.5): $q(x)\min(1, p(x)/q(x)) + (1-\beta)\,\mathrm{norm}(\max(0, p-q))(x) = p(x)$, with
-# $\beta = \sum_x \min(p(x), q(x))$ the probability that a draft token is accepted.
+# Appendix A.1; Chen et al., Theorem 1):
+# $q(x)\min(1, p(x)/q(x)) + (1-\beta)\,\mathrm{norm}(\max(0, p-q))(x) = p(x)$, with
+# $\beta = \sum_x \min(p(x), q(x))$ the probability that a draft token is accepted (Leviathan et al.,
+# Definition 3.1 and Theorem 3.5).
 #
 # ### Exercise 6 (4 points)
 # - `speculative_step(p, q, draft, u, sample)`: `p` is `(gamma + 1, vocab)`, `q` is `(gamma, vocab)` (rows are
@@ -1048,4 +1054,4 @@ else:
 # Kalman & Matias, *Fast Inference from Transformers via Speculative Decoding* (ICML 2023); Chen et al.,
 # *Accelerating Large Language Model Decoding with Speculative Sampling* (2023); Cai et al., *Medusa* (ICML 2024);
 # Li et al., *EAGLE-3* (2025); vLLM's `vllm/v1/core/kv_cache_manager.py` and `block_pool.py`; nano-vllm's
-# `engine/block_manager.py`.
+# `nanovllm/engine/block_manager.py`.
