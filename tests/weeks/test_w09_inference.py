@@ -254,3 +254,15 @@ def test_speculative_step_without_bonus_is_caught():
     q = torch.distributions.Dirichlet(torch.ones(3, dtype=torch.float64)).sample((1,))
     with pytest.raises(AssertionError, match="bonus"):
         ref.outcome_distribution(no_bonus, p, q)
+
+
+def test_serving_metrics_and_cost_model():
+    reqs = [(0.0, 5, 4), (1.0, 5, 6)]
+    m = lab.serving_metrics(reqs, [2.0, 5.0])
+    assert m["throughput"] == 10 / 5.0 and m["makespan"] == 5.0
+    assert m["p50"] == 3.0 and math.isclose(m["p99"], 2.0 + 0.99 * 2.0)
+    from sparkcourse.models import random_llama
+
+    cost = lab.calibrate_step_cost(random_llama(0), batches=(1, 4), prompts=(4, 16), context=8, repeat=1)
+    assert min(cost.fixed, cost.per_seq, cost.per_prefill_token) > 0 and len(cost.samples) == 4
+    assert cost(2, 10) == cost.fixed + 2 * cost.per_seq + 10 * cost.per_prefill_token
