@@ -888,8 +888,8 @@ for alpha in (0.6, 0.8, 0.9):
 # forward pass, and **your** `speculative_step` decides what to keep (`draft_generate(..., step=...)`; its
 # contract draws random numbers from a generator, so a small adapter supplies your `u` and `sample`). Measured
 # over 12 test prompts of the course's instruction data: the acceptance rate α and the tokens per target call,
-# against $(1-\alpha^{\gamma+1})/(1-\alpha)$ (the answers are short, and the prefill counts as a call, so the
-# measured figure sits a little below the formula). Then **Medusa** (Cai et al., ICML 2024): extra heads on the
+# against $(1-\alpha^{\gamma+1})/(1-\alpha)$ (tokens per call counts what each verification yields before the
+# answer is cut at its end-of-sequence token: what the formula predicts; the prefill is the first verification). Then **Medusa** (Cai et al., ICML 2024): extra heads on the
 # frozen model's last hidden state guess tokens $t+2, t+3, \dots$; their top candidates form a tree that the model
 # verifies in one pass with a tree attention mask. The heads are trained here on the model's own answers
 # (self-distillation) for 200 steps. About half a minute on a CPU; skipped while grading.
