@@ -1046,13 +1046,14 @@ else:
 # commands; each engine implements what you wrote this week.
 #
 # - **vLLM** (paged KV blocks, continuous batching, prefix caching), in NVIDIA's container
-#   (`nvidia/vllm/README.md`):
+#   (`nvidia/vllm/README.md`; its example tag is `26.05.post1-py3`):
 #   ```bash
 #   docker run -it --gpus all -p 8000:8000 nvcr.io/nvidia/vllm:${LATEST_VLLM_VERSION} vllm serve ${HF_MODEL_HANDLE}
 #   ```
 #   The share of memory vLLM takes for weights plus KV blocks is `--gpu-memory-utilization` (0.9 by default; the
 #   playbook uses 0.8 for one model). Its start-up log reports the KV-cache size and the maximum concurrency.
-# - **SGLang** (RadixAttention prefix cache), inside its container (`nvidia/sglang/README.md`):
+# - **SGLang** (RadixAttention prefix cache), inside the `lmsysorg/sglang:latest-cu130` container
+#   (`nvidia/sglang/README.md`):
 #   ```bash
 #   python3 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-V2-Lite --host 0.0.0.0 --port 30000 \
 #     --trust-remote-code --tp 1 --attention-backend flashinfer --mem-fraction-static 0.75
