@@ -176,8 +176,14 @@ class SpecStats:
 
     @property
     def tokens_per_target_call(self) -> float:
-        """Tokens produced per target forward pass (the prefill counts: it is also the first verification)."""
+        """Tokens each verification step yields, before the cut at max_new_tokens / EOS (what
+        (1 - a^(g+1)) / (1 - a) predicts), per target forward pass (the prefill is also the first verification)."""
         return self.produced / self.target_calls if self.target_calls else float("nan")
+
+    @property
+    def new_tokens_per_target_call(self) -> float:
+        """Tokens returned per target forward pass (after the cut: what a user gets; lower on short answers)."""
+        return self.new_tokens / self.target_calls if self.target_calls else float("nan")
 
 
 @torch.no_grad()
@@ -373,7 +379,7 @@ def train_medusa_heads(
     tokenizer=None,
     lr: float = 3e-3,
     decay: float = 0.8,
-    batch_size: int = 2048,
+    batch_size: int = 1024,
 ) -> MedusaHeads:
     """Medusa-1 heads trained on the FROZEN model's last hidden states: loss sum_k decay^k * CE(head_k(h_t),
     x_{t+k+2}), AdamW. Texts need ``tokenizer`` (tokenised without special tokens added); ids are used as they
@@ -405,8 +411,7 @@ def train_medusa_heads(
     h_all, y_all = h_all[keep], y_all[keep]
     lm_w = model.get_output_embeddings().weight.detach().float()
     heads = MedusaHeads(h_all.shape[-1], lm_w.shape[0], n_heads, lm_w).to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    torch.manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)  # minibatch order; the heads start deterministic
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
     weights = torch.tensor([decay**k for k in range(n_heads)], device=device)
     heads.train()
@@ -457,16 +462,16 @@ def _tree_layout(tree: Sequence[Sequence[int]], n_heads: int) -> tuple[list[tupl
 def tree_attention_mask(parents: Sequence[int], prefix_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Additive 4-D mask ``[1, 1, N, prefix_len + N]``: node i sees the cached prefix, its ancestors and itself."""
     n = len(parents)
-    allowed = torch.zeros(n, prefix_len + n, dtype=torch.bool, device=device)
+    allowed = torch.zeros(n, prefix_len + n, dtype=torch.bool)  # built on the CPU, moved once
     allowed[:, :prefix_len] = True
     for i in range(n):
         j = i
         while j >= 0:
             allowed[i, prefix_len + j] = True
             j = parents[j]
-    mask = torch.zeros(n, prefix_len + n, dtype=dtype, device=device)
+    mask = torch.zeros(n, prefix_len + n, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[None, None]
+    return mask[None, None].to(device)
 
 
 @dataclass
@@ -481,8 +486,14 @@ class MedusaStats:
 
     @property
     def tokens_per_forward(self) -> float:
-        """Tokens produced per model forward pass (prefill included: it produces the first token)."""
+        """Tokens each pass yields (accepted + the model's next token; the prefill yields 1) before the cut at
+        max_new_tokens / EOS, per model forward pass."""
         return self.produced / self.forward_passes if self.forward_passes else float("nan")
+
+    @property
+    def new_tokens_per_forward(self) -> float:
+        """Tokens returned per model forward pass (after the cut: what a user gets)."""
+        return self.new_tokens / self.forward_passes if self.forward_passes else float("nan")
 
 
 @torch.no_grad()
