@@ -106,8 +106,8 @@ def main() -> None:
     ap.add_argument("--gammas", type=int, default=5)
     ap.add_argument("--drafts", default="1,2,3,0+2+3", help="comma list: N (first N layers) or i+j+k (those layers)")
     ap.add_argument("--medusa-heads", type=int, default=3)
-    ap.add_argument("--medusa-steps", type=int, default=200)
-    ap.add_argument("--medusa-train-prompts", type=int, default=200)
+    ap.add_argument("--medusa-steps", type=int, default=100)
+    ap.add_argument("--medusa-train-prompts", type=int, default=80)
     ap.add_argument("--machine", default="2-vCPU AMD EPYC, shared")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -158,9 +158,9 @@ def main() -> None:
         lines += [f"## Draft model, workload \"{wl}\" ({n_new} tokens over {len(prompts)} prompts; plain greedy "
                   f"with a KV cache: {base_s:.2f} s, {1e3 * base_s / n_new:.2f} ms/token)", "",
                   "| draft | gamma | alpha | tokens / target call | formula (1-a^(g+1))/(1-a) | formula with alpha of "
-                  "gamma 1 | predicted speed-up (c measured) | measured speed-up (wall) | target calls | draft calls "
-                  "| identical |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "gamma 1 | tokens kept / target call | predicted speed-up (c measured) | measured speed-up (wall) | "
+                  "target calls | draft calls | identical |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, d in drafts.items():
             c = cost[name] / t_target
             best = None
@@ -181,7 +181,7 @@ def main() -> None:
                 pred = sp.expected_speedup(alpha, g, c)
                 meas = base_s / secs
                 lines.append(f"| {name} | {g} | {alpha:.3f} | {prod / tc:.2f} | {formula:.2f} | "
-                             f"{sp.expected_tokens_per_call(alpha1, g):.2f} | {pred:.2f} | "
+                             f"{sp.expected_tokens_per_call(alpha1, g):.2f} | {n_new / tc:.2f} | {pred:.2f} | "
                              f"{meas:.2f} | {tc} | {dc} | {'yes' if same else 'NO'} |")
                 if best is None or pred > best[1]:
                     best = (g, pred, meas)
@@ -214,8 +214,9 @@ def main() -> None:
     lines += [f"## Medusa ({args.medusa_heads} heads, {n_par:,} parameters, trained {args.medusa_steps} steps on "
               f"the frozen model's greedy outputs for {len(tprompts)} training prompts: {train_s:.1f} s, data "
               f"{gen_s:.1f} s; tree of {len(tree) + 1} nodes {tree})", "",
-              "| workload | acceptance | tokens / forward pass | mean accepted per tree pass | forward passes | "
-              "measured speed-up (wall) | identical to greedy |", "|---|---|---|---|---|---|---|"]
+              "| workload | acceptance | tokens / forward pass | tokens kept / forward pass | mean accepted per tree "
+              "pass | forward passes | measured speed-up (wall) | identical to greedy |",
+              "|---|---|---|---|---|---|---|---|"]
     for wl, eos in workloads.items():
         outs, base_s, _ = base[wl]
         for mode, kw in (("greedy", {}), ("typical (0.09, 0.3, T 0.7)", {"greedy": False})):
@@ -226,7 +227,9 @@ def main() -> None:
             prod = sum(s.produced for _, s in res)
             acc = [a for _, s in res for a in s.accept_lengths]
             same = sum(torch.equal(o, r) for (o, _), r in zip(res, outs, strict=True))
-            lines.append(f"| {wl} | {mode} | {prod / fp:.2f} | {statistics.mean(acc) if acc else 0:.2f} | {fp} | "
+            kept = sum(s.new_tokens for _, s in res)
+            lines.append(f"| {wl} | {mode} | {prod / fp:.2f} | {kept / fp:.2f} | "
+                         f"{statistics.mean(acc) if acc else 0:.2f} | {fp} | "
                          f"{base_s / secs:.2f} | {same}/{len(prompts)} |")
     lines.append("")
 
@@ -242,7 +245,8 @@ def main() -> None:
         f"{platform.python_version()}",
         f"- wall time of this run: {time.time() - start:.0f} s",
         "- alpha = accepted / tested draft tokens (tokens after a rejection are not tested); tokens per target call "
-        "count the prefill, which is also the first verification; speed-ups are wall-time ratios to the plain "
+        "count the prefill, which is also the first verification, and the tokens each step yields before the cut "
+        "at the end of turn / max tokens (the formula's quantity); 'kept' counts only the tokens returned; speed-ups are wall-time ratios to the plain "
         "greedy loop on the same prompts (noisy on a shared machine); 'identical' = same tokens as that loop. "
         "The 'formula' column uses the alpha measured in the same runs, so agreement there checks the geometric "
         "(i.i.d. acceptance) model; the column with gamma 1's alpha is the out-of-sample prediction",

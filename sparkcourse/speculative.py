@@ -373,7 +373,7 @@ def train_medusa_heads(
     model: PreTrainedModel,
     texts_or_ids: Sequence[str] | Sequence[torch.Tensor] | Sequence[Sequence[int]],
     n_heads: int = 3,
-    steps: int = 300,
+    steps: int = 100,
     *,
     seed: int = 0,
     tokenizer=None,
