@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--medusa-heads", type=int, default=3)
     ap.add_argument("--medusa-steps", type=int, default=100)
     ap.add_argument("--medusa-train-prompts", type=int, default=80)
-    ap.add_argument("--machine", default="2-vCPU AMD EPYC, shared")
+    ap.add_argument("--machine", default=None, help="default: '2-vCPU AMD EPYC, shared' on CPU, the GPU name on CUDA")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -233,12 +233,13 @@ def main() -> None:
                          f"{base_s / secs:.2f} | {same}/{len(prompts)} |")
     lines.append("")
 
+    machine = args.machine or ("2-vCPU AMD EPYC, shared" if device.type == "cpu" else "GPU")
     header = [
         "# Speculative decoding and Medusa on the tiny course LM",
         "",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
         f"- command: `python {shlex.join(['benchmarks/speculative_tiny.py', *sys.argv[1:]])}`",
-        f"- machine: {args.machine} ({platform.machine()}); device {device}"
+        f"- machine: {machine} ({platform.machine()}); device {device}"
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", torch threads {args.threads}")
         + f"; 1-minute load average {load0:.2f} at the start and {os.getloadavg()[0]:.2f} at the end",
         f"- versions: torch {torch.__version__}, transformers {transformers.__version__}, python "
