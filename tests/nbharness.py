@@ -26,16 +26,25 @@ def load(notebook: str) -> list:
     return nbformat.read(notebook, as_version=4).cells
 
 
-def run_one(cells: list, scenario: dict) -> dict[str, bool]:
+def first_replaced(cells: list, scenario: dict) -> int:
+    """Index of the first cell a scenario replaces (``len(cells)`` when it replaces none)."""
+    replace = scenario.get("replace", {})
+    return next((i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("grade_id") in replace),
+                len(cells))
+
+
+def run_one(cells: list, scenario: dict, start: int = 0, ns: dict | None = None,
+            outcome: dict[str, bool] | None = None) -> dict[str, bool]:
     """Which test cells pass in one scenario.
 
     A scenario is ``{"replace": {grade_id: source}, "until": [test ids]}``: the answer cells to replace and,
     optionally, the test cells it is about; the run stops after the last of those (no later cell can change
-    their outcome), so a mutant of an early cell does not pay for the rest of the notebook."""
+    their outcome), so a mutant of an early cell does not pay for the rest of the notebook. ``start``, ``ns`` and
+    ``outcome`` continue a run whose cells before ``start`` have been executed already (see :class:`Prefix`)."""
     replace, until = scenario.get("replace", {}), set(scenario.get("until", ()))
-    ns: dict = {"__name__": "__main__"}
-    outcome: dict[str, bool] = {}
-    for cell in cells:
+    ns = {"__name__": "__main__"} if ns is None else ns
+    outcome = {} if outcome is None else outcome
+    for cell in cells[start:]:
         if until and until <= outcome.keys():
             break
         meta = cell.metadata.get("nbgrader", {})
@@ -56,6 +65,37 @@ def run_one(cells: list, scenario: dict) -> dict[str, bool]:
     return outcome
 
 
+class Prefix:
+    """The unmodified notebook run up to some cell, shared by the scenarios that replace a later cell: each of
+    them runs in a forked child from there, so a mutant of cell k pays for cells k.. only, not for the set-up and
+    every answer before it. Scenarios should come in notebook order (tests/test_mutants.py sends them so); one that
+    replaces a cell already passed, or whose child dies without answering, runs from the start as before."""
+
+    def __init__(self, cells: list):
+        self.cells, self.pos, self.ns, self.outcome = cells, 0, {"__name__": "__main__"}, {}
+
+    def run(self, scenario: dict) -> dict[str, bool]:
+        first = first_replaced(self.cells, scenario)
+        if first < self.pos or not hasattr(os, "fork"):
+            return run_one(self.cells, scenario)
+        run_one(self.cells[:first], {}, self.pos, self.ns, self.outcome)  # advance, unmodified
+        self.pos = first
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: finish this scenario, answer through the pipe, never return
+            try:
+                os.close(read)
+                answer = run_one(self.cells, scenario, first, self.ns, dict(self.outcome))
+                os.write(write, json.dumps(answer).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as fh:
+            data = fh.read()
+        os.waitpid(pid, 0)
+        return json.loads(data) if data else run_one(self.cells, scenario)
+
+
 def run(notebook: str, scenarios: dict[str, dict]) -> dict[str, dict[str, bool]]:
     """For each scenario (see :func:`run_one`), which test cells pass."""
     cells = load(notebook)
@@ -71,9 +111,10 @@ def serve(notebook: str, scenarios: dict[str, dict]) -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
     sys.stdin = open(os.devnull)
+    prefix = Prefix(cells)
     for line in names:
         name = line.strip()
-        answers.write(json.dumps({name: run_one(cells, scenarios[name])}) + "\n")
+        answers.write(json.dumps({name: prefix.run(scenarios[name])}) + "\n")
         answers.flush()
 
 

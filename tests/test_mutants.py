@@ -31,10 +31,13 @@ A *variant* is a correct answer written differently, which must pass every test;
     # %% variant name=NAME cell=GRADE_ID
     <the whole source of that answer cell>
 
-The harness (tests/nbharness.py) runs on ``os.cpu_count()`` workers, each driving one subprocess: every selected
-week is queued at once, a worker whose week is done helps the week with the most work left (when that outweighs
-starting another subprocess), and a test waits only for its own week. Only the weeks whose tests are selected run (``pytest tests/test_mutants.py -k 03-peft``);
-``-m "not mutants"`` skips them all. A mutant's run stops after the last test it names.
+The harness (tests/nbharness.py) runs on ``os.cpu_count() + 1`` workers, each driving one subprocess with one
+OpenMP thread: every selected week is queued at once, a worker whose week is done helps the week with the most work
+left (when that outweighs starting another subprocess), and a test waits only for its own week. Only the weeks
+whose tests are selected run (``pytest tests/test_mutants.py -k 03-peft``); ``-m "not mutants"`` skips them all.
+A mutant's run stops after the last test it names, and starts where its cell does: a subprocess receives its week's
+scenarios in notebook order, runs the unmodified cells before a scenario's cell once and forks the scenario from
+there (``nbharness.Prefix``).
 """
 
 from __future__ import annotations
@@ -204,10 +207,16 @@ def mutant_sources(a: str) -> tuple[list[Mutant], dict[str, str]]:
     return mutants, sources
 
 
-# ---- running the harness: os.cpu_count() workers, each driving one subprocess ------------------------------
+# ---- running the harness: os.cpu_count() + 1 workers, each driving one subprocess --------------------------
 
 HARNESS = ROOT / "tests" / "nbharness.py"
 SCENARIO_TIMEOUT = 600  # seconds
+# one OpenMP thread per harness subprocess: more of them than cores share the cores, and torch's default pool per
+# subprocess would oversubscribe them (spinning OpenMP threads slow everything several times over)
+# one more subprocess than cores: the weeks start one per worker, and the one with most work (week 01's simulator)
+# would otherwise run on one core until the others are done and can help it
+HARNESS_WORKERS = (os.cpu_count() or 1) + 1
+HARNESS_ENV = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 @dataclass
@@ -250,7 +259,7 @@ class WeekRun:
 
 
 class Harness:
-    """Runs the selected weeks' scenarios on ``os.cpu_count()`` workers, each driving one harness subprocess at a
+    """Runs the selected weeks' scenarios on ``HARNESS_WORKERS`` workers, each driving one harness subprocess at a
     time (``nbharness.py --serve``: the week's imports stay loaded between scenarios). A worker stays with its week
     until no scenario of it waits, then takes a week nobody serves yet or, when there is none, helps the week with
     the most work left, when that work per worker outweighs a new subprocess's start-up (week 01's simulator would
@@ -261,7 +270,7 @@ class Harness:
         self.weeks: dict[str, WeekRun] = {}
         self.procs: set[subprocess.Popen] = set()
         self.threads = [threading.Thread(target=self._work, name=f"mutants-{i}", daemon=True)
-                        for i in range(os.cpu_count() or 1)]
+                        for i in range(HARNESS_WORKERS)]
         for t in self.threads:
             t.start()
 
@@ -280,7 +289,12 @@ class Harness:
                                                  for m in mutants}
                 spec = self.tmp / f"{a}.json"
                 spec.write_text(json.dumps(scenarios))
-                self.weeks[a] = WeekRun(mutants, spec, list(scenarios), len(scenarios))
+                # in notebook order of the cell each replaces, the reference last: a harness subprocess runs the
+                # unmodified cells before a scenario's cell once and forks from there (nbharness.Prefix)
+                order = {gid: i for i, gid in enumerate(answer_cells(a))}
+                by_cell = {m.name: order.get(m.cell, len(order)) for m in mutants}
+                pending = sorted(scenarios, key=lambda n: by_cell.get(n, len(order) + 1))
+                self.weeks[a] = WeekRun(mutants, spec, pending, len(scenarios))
             self.cond.notify_all()
 
     def result(self, a: str) -> tuple[list[Mutant], dict[str, dict[str, bool]]]:
@@ -349,7 +363,7 @@ class Harness:
         log = tempfile.TemporaryFile("w+")
         proc = subprocess.Popen([sys.executable, str(HARNESS), "--serve", str(ROOT / "source" / a / f"{a}.ipynb"),
                                  str(spec)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                text=True, cwd=ROOT)
+                                text=True, cwd=ROOT, env=HARNESS_ENV)
         proc.log = log  # type: ignore[attr-defined]
         with self.cond:
             self.procs.add(proc)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -369,7 +370,7 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
     prefix, how = isolation_prefix()
     _gradebook_wal(root)
     try:
-        with _worker_pool(root, workers, prefix, timeout) as pool:
+        with kernel_threads(workers), _worker_pool(root, workers, prefix, timeout) as pool:
             preflight(root, sorted({a for a, _ in jobs}), timeout, prefix, workers, pool)
             results += _grade_jobs(root, jobs, timeout, prefix, workers, progress, pool)
     finally:
@@ -380,6 +381,21 @@ def grade(root: Path, only: list[str] | None = None, progress: bool = True,
     for line in broken:
         print(f"ENVIRONMENT FAILURE — {line}: check the grading environment before trusting these grades")
     return results
+
+
+@contextlib.contextmanager
+def kernel_threads(workers: int) -> Iterator[None]:
+    """While grading, give each kernel ``cores // workers`` OpenMP threads (torch's intra-op pool), unless
+    OMP_NUM_THREADS is set already: with -j N on N cores, every kernel's default of N threads oversubscribes
+    the cores, and spinning OpenMP threads then slow torch-heavy notebooks several times over."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def _worker_pool(root: Path, workers: int, prefix: tuple[str, ...], timeout: float
