@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import runpy
+import signal
 import sys
 
 MARKER = "SPARKCOURSE_SMOKE "
@@ -49,6 +50,9 @@ def _report() -> None:
 def main(argv: list[str]) -> None:
     """Run ``argv[0]`` as a script (its own ``sys.argv``), reporting the GPU peak at exit."""
     path = argv[0]
+    # a time limit interrupts the week with SIGINT: answer it even when started with SIGINT ignored (a background
+    # job of a non-interactive shell), so the traceback and the GPU peak are still reported
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch = _torch()
     if torch is not None:
         _watch_resets(torch)
