@@ -1,21 +1,13 @@
 """Week 09's visible tests (what students run, hidden parts removed) catch the classic mistakes on their own.
 
-Each mistake below is a mutant of tests/mutants/09-inference.py; here the solved notebook's set-up runs once, then
-every answer cell (the mutant's in place of its cell) and only the *visible* part of the test cell it names, which
-must fail. The reference and every correct variant must pass all visible tests.
+Each mistake below is a mutant of tests/mutants/09-inference.py; the solved notebook runs with that mutant's answer cell
+and the *visible* part of the test cells up to the one named, which must fail. The reference and every correct
+variant must pass all visible tests (the harness: tests/visible.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-
-import nbformat
-import pytest
-from conftest import ROOT
-from test_mutants import mutant_sources, solved_cell
-
-from sparkcourse.grader.authoring import strip_hidden
+import visible
 
 WEEK = "09-inference"
 VISIBLE_CATCHES = {  # mutant -> the test cell whose visible part must fail it
@@ -41,63 +33,5 @@ VISIBLE_CATCHES = {  # mutant -> the test cell whose visible part must fail it
     "ratio_inverted": "test_speculative",
 }
 
-
-@pytest.fixture(scope="module")
-def notebook():
-    """(the namespace after the set-up cell, answer cells solved by grade id, visible test sources by grade id)."""
-    nb = nbformat.read(ROOT / "source" / WEEK / f"{WEEK}.ipynb", as_version=4)
-    ns: dict = {"__name__": "__main__"}
-    answers, tests = {}, {}
-    for c in nb.cells:
-        meta = c.metadata.get("nbgrader", {}) if c.cell_type == "code" else {}
-        gid = meta.get("grade_id")
-        if gid == "setup":
-            import torch
-
-            threads = torch.get_num_threads()
-            with contextlib.redirect_stdout(io.StringIO()):
-                exec(c.source, ns)
-            torch.set_num_threads(threads)  # the set-up cell sets one thread; leave other tests as they were
-        elif meta.get("solution"):
-            answers[gid] = solved_cell(c.source)
-        elif meta.get("grade"):
-            tests[gid] = strip_hidden(c.source)
-    return ns, answers, tests
-
-
-def _visible(notebook, replace: dict[str, str], only: str | None = None) -> dict[str, BaseException | None]:
-    setup_ns, answers, tests = notebook
-    ns = dict(setup_ns)
-    with contextlib.redirect_stdout(io.StringIO()):
-        for gid, src in answers.items():
-            exec(replace.get(gid, src), ns)
-        results: dict[str, BaseException | None] = {}
-        for gid, src in tests.items():
-            if only is not None and gid != only:
-                continue
-            try:
-                exec(src, ns)
-                results[gid] = None
-            except Exception as exc:  # noqa: BLE001 - a failing visible test is what we look for
-                results[gid] = exc
-    return results
-
-
-def test_reference_and_variants_pass_the_visible_tests(notebook):
-    mutants, sources = mutant_sources(WEEK)
-    results = _visible(notebook, {})
-    assert len(results) == 7 and all(v is None for v in results.values()), results
-    for m in mutants:
-        if m.whole is not None:  # a variant
-            failed = {k: v for k, v in _visible(notebook, {m.cell: sources[m.name]}).items() if v is not None}
-            assert not failed, (m.name, failed)
-
-
-@pytest.mark.parametrize("name", sorted(VISIBLE_CATCHES))
-def test_visible_tests_catch_the_mistake(notebook, name):
-    mutants, sources = mutant_sources(WEEK)
-    m = next(m for m in mutants if m.name == name)
-    test_id = VISIBLE_CATCHES[name]
-    assert test_id in m.fails, f"mutant {name} must name {test_id} in fails="
-    results = _visible(notebook, {m.cell: sources[name]}, only=test_id)
-    assert results.get(test_id) is not None, f"the visible part of {test_id} passes mutant {name}"
+test_reference_and_variants_pass_the_visible_tests, test_visible_tests_catch_the_mistake = visible.tests(
+    WEEK, VISIBLE_CATCHES)
