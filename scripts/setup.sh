@@ -14,7 +14,8 @@ stamp=.venv/.sparkcourse-installed
 want=$(cat pyproject.toml | sha1sum | cut -c1-12)
 # uv installs the same pins several times faster than pip (~20 s against ~2.5 min here); it gets pip's own
 # configuration (indexes, find-links, constraints: files and PIP_* variables) as options, and anything it cannot do
-# falls back to pip. SPARKCOURSE_NO_UV=1, or a TORCH_INDEX_URL, uses pip only.
+# falls back to pip. Bytecode is compiled at install, as pip does (processes here must not compile torch on every
+# import: PYTHONDONTWRITEBYTECODE may be set). SPARKCOURSE_NO_UV=1, or a TORCH_INDEX_URL, uses pip only.
 uv_options() {
   .venv/bin/python -m pip config list 2>/dev/null | while IFS= read -r line; do
     key=${line%%=*}; key=${key##*.}; value=${line#*=}; value=${value#\'}; value=${value%\'}
@@ -28,7 +29,7 @@ install_with_uv() {
   .venv/bin/python -m pip install -q uv >/dev/null 2>&1 || return 1
   local opts=()
   mapfile -t opts < <(uv_options)
-  local uv=(.venv/bin/python -m uv pip install -q --python .venv/bin/python --index-strategy unsafe-best-match
+  local uv=(.venv/bin/python -m uv pip install -q --python .venv/bin/python --compile-bytecode --index-strategy unsafe-best-match
             "${opts[@]}")
   "${uv[@]}" "torch==2.13.0" && "${uv[@]}" -e ".[dev]"
 }
